@@ -1,0 +1,65 @@
+#!/bin/bash
+# ublk vs the kernel loop device, in one VM boot (tests/vm/vm-run, qemu TCG).
+#
+# The same fio workloads run on /dev/ublkb0 (ubdkit's file backend) and on a
+# loop device (direct I/O) over the same backing file in the guest's tmpfs;
+# we report IOPS, MiB/s and the ratio ublk/loop.  Software emulation makes
+# absolute numbers meaningless: only ratios within one boot are.
+#
+# Usage: bench/ublk-bench.sh [RUNTIME_SECONDS]   (default 8)
+# Output: a Markdown table on stdout and in bench/results/ublk-DATE.md.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+runtime=${1:-8}
+export UBDKIT=${UBDKIT:-$top/ubdkit}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+cat > "$tmp/inner.sh" <<EOS
+set -e
+truncate -s 512M /tmp/back.img
+dd if=/dev/urandom of=/tmp/back.img bs=1M count=512 conv=notrunc 2>/dev/null
+run () { # NAME DEV fio-args...
+  n=\$1; d=\$2; shift 2
+  fio --name=\$n --filename=\$d --ioengine=io_uring --direct=1 --time_based \
+      --runtime=$runtime --size=512M --group_reporting --minimal "\$@" |
+    awk -F';' -v n="\$n" '{ printf "RESULT %s %d %d %d %d\n", n, \$8, \$49, \$7, \$48 }'
+}
+workloads () { # DEV PREFIX
+  run \$2:randread4k  \$1 --rw=randread  --bs=4k --iodepth=32
+  run \$2:randwrite4k \$1 --rw=randwrite --bs=4k --iodepth=32
+  run \$2:seqread1m   \$1 --rw=read      --bs=1M --iodepth=8
+  run \$2:seqwrite1m  \$1 --rw=write     --bs=1M --iodepth=8
+}
+dev=\$(\$UBDKIT add -q 2 -d 64 --max-io 1M file file=/tmp/back.img 2>/dev/null)
+workloads \$dev ublk
+\$UBDKIT del --all
+loopdev=\$(/usr/sbin/losetup --direct-io=on -f --show /tmp/back.img)
+workloads \$loopdev loop
+/usr/sbin/losetup -d \$loopdev
+EOS
+
+"$top/tests/vm/vm-run" --timeout 900 --mem 2048 --carry fio "$tmp/inner.sh" \
+  > "$tmp/console.log" 2>&1 || { tail -40 "$tmp/console.log"; exit 1; }
+
+mkdir -p "$top/bench/results"
+out="$top/bench/results/ublk-$(date -u +%F).md"
+{
+  echo "# ublk vs loop, one VM boot (qemu TCG, 2 vCPUs, guest tmpfs backing file)"
+  echo
+  echo "date $(date -u '+%F %H:%M') UTC; host $(uname -r), $(nproc) CPUs;" \
+       "ubdkit $(git -C "$top" describe --always --dirty); fio runtime ${runtime} s;" \
+       "ubdkit add -q 2 -d 64 --max-io 1M file; loop with --direct-io=on"
+  echo
+  echo "| workload | ublk IOPS | loop IOPS | ublk MiB/s | loop MiB/s | ratio ublk/loop |"
+  echo "|---|--:|--:|--:|--:|--:|"
+  grep '^RESULT' "$tmp/console.log" | awk '
+    { split($2, a, ":"); dev = a[1]; w = a[2];
+      iops[dev, w] = $3 + $4; bw[dev, w] = ($5 + $6) / 1024; ws[w] = 1 }
+    END {
+      n = split("randread4k randwrite4k seqread1m seqwrite1m", order, " ")
+      for (i = 1; i <= n; i++) { w = order[i]
+        r = iops["loop", w] ? iops["ublk", w] / iops["loop", w] : 0
+        printf "| %s | %d | %d | %.1f | %.1f | %.2f |\n", w, iops["ublk", w],
+          iops["loop", w], bw["ublk", w], bw["loop", w], r } }'
+} | tee "$out"

@@ -1,0 +1,314 @@
+/* `ubdkit add` and `ubdkit recover`: serve a backend as /dev/ublkbN.
+ *
+ * Arguments are checked first; then (unless --foreground) we fork and the
+ * parent waits to print the device path.  The child protects itself
+ * (forward-progress steps) and becomes the supervisor (supervisor.c),
+ * which forks the server: backend, device, queue threads.  The server
+ * serves until SIGTERM/SIGINT (it then stops and deletes the device) or
+ * until someone else stops the device (`ubdkit del`).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ubdkit/backend.h"
+#include "daemonize.h"
+#include "log.h"
+#include "progress.h"
+#include "size.h"
+#include "ubctl.h"
+#include "supervisor.h"
+#include "ubdev.h"
+#include "ublk.h"
+
+struct add_config {
+  struct ubdev_options dev;
+  struct progress_opts progress;
+  bool readonly, foreground;
+  unsigned watchdog;
+  const char *backend;
+  char **params;
+  int nr_params;
+};
+
+static void
+add_usage (void)
+{
+  printf (
+"Usage: ubdkit add [OPTIONS] BACKEND [KEY=VALUE ...]\n"
+"Serve BACKEND as a ublk block device (/dev/ublkbN) and print its path.\n"
+"\n"
+"  -n, --id ID            device number (default: the kernel picks)\n"
+"  -q, --queues N         hardware queues, one thread each (default 1)\n"
+"  -d, --depth N          requests in flight per queue (default 64)\n"
+"      --max-io SIZE      largest request (default 512k)\n"
+"  -r, --readonly         read-only device\n"
+"      --foreground       serve in the foreground (default: background)\n"
+"      --no-recovery      create without ublk user recovery\n"
+"      --watchdog SECS    restart a server that completes no request for\n"
+"                         SECS while requests wait (default: off)\n"
+"      --io-flusher on|off|require, --no-mlock, --oom-score-adj N|off\n"
+"                         forward-progress protections (as for serve)\n"
+"  -v, --verbose          debug output\n"
+"\n"
+"Backends: see 'ubdkit serve --help'.\n");
+}
+
+static int
+bad (const char *what, const char *arg)
+{
+  fprintf (stderr, "ubdkit add: invalid %s: '%s'\n", what, arg);
+  return -1;
+}
+
+static int
+add_parse (int argc, char **argv, struct add_config *cfg)
+{
+  enum { O_MAX_IO = 256, O_FG, O_NO_RECOVERY, O_IOF, O_NO_MLOCK, O_OOM,
+         O_WATCHDOG };
+  static const struct option opts[] = {
+    { "id", required_argument, NULL, 'n' },
+    { "queues", required_argument, NULL, 'q' },
+    { "depth", required_argument, NULL, 'd' },
+    { "max-io", required_argument, NULL, O_MAX_IO },
+    { "readonly", no_argument, NULL, 'r' },
+    { "foreground", no_argument, NULL, O_FG },
+    { "no-recovery", no_argument, NULL, O_NO_RECOVERY },
+    { "watchdog", required_argument, NULL, O_WATCHDOG },
+    { "io-flusher", required_argument, NULL, O_IOF },
+    { "no-mlock", no_argument, NULL, O_NO_MLOCK },
+    { "oom-score-adj", required_argument, NULL, O_OOM },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  uint64_t v;
+  const char *why;
+  int c;
+
+  memset (cfg, 0, sizeof *cfg);
+  cfg->dev = (struct ubdev_options) {
+    .id = -1, .queues = 1, .depth = 64, .max_io = 512 * 1024, .recovery = true,
+  };
+  cfg->progress = progress_defaults;
+  optind = 1;
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, "n:q:d:rvh", opts, NULL)) != -1) {
+    switch (c) {
+    case 'n':
+      if (size_parse_uint (optarg, 0, 1 << 20, &v) == -1)
+        return bad ("--id", optarg);
+      cfg->dev.id = v;
+      break;
+    case 'q':
+      if (size_parse_uint (optarg, 1, 64, &v) == -1)
+        return bad ("--queues (1 to 64)", optarg);
+      cfg->dev.queues = v;
+      break;
+    case 'd':
+      if (size_parse_uint (optarg, 1, UBLK_MAX_QUEUE_DEPTH, &v) == -1)
+        return bad ("--depth (1 to 4096)", optarg);
+      cfg->dev.depth = v;
+      break;
+    case O_MAX_IO:
+      if (size_parse (optarg, &v, &why) == -1 || v < 4096 || v > (32u << 20) ||
+          v % 4096)
+        return bad ("--max-io (4k to 32M, a multiple of 4k)", optarg);
+      cfg->dev.max_io = v;
+      break;
+    case 'r': cfg->readonly = true; break;
+    case O_FG: cfg->foreground = true; break;
+    case O_NO_RECOVERY: cfg->dev.recovery = false; break;
+    case O_WATCHDOG:
+      if (size_parse_uint (optarg, 0, 86400, &v) == -1)
+        return bad ("--watchdog (seconds)", optarg);
+      cfg->watchdog = v;
+      break;
+    case O_IOF:
+      if (progress_parse_io_flusher (optarg, &cfg->progress.io_flusher) == -1)
+        return bad ("--io-flusher (on, off or require)", optarg);
+      break;
+    case O_NO_MLOCK: cfg->progress.mlock = false; break;
+    case O_OOM:
+      if (progress_parse_oom_score_adj (optarg, &cfg->progress) == -1)
+        return bad ("--oom-score-adj (-1000 to 1000, or off)", optarg);
+      break;
+    case 'v':
+      log_more_verbose ();
+      break;
+    case 'h':
+      add_usage ();
+      return 1;
+    default:
+      fprintf (stderr, "ubdkit add: unknown option '%s' (see 'ubdkit add --help')\n",
+               argv[optind - 1]);
+      return -1;
+    }
+  }
+  if (optind >= argc) {
+    fprintf (stderr, "ubdkit add: no backend given (see 'ubdkit add --help')\n");
+    return -1;
+  }
+  cfg->backend = argv[optind];
+  cfg->params = &argv[optind + 1];
+  cfg->nr_params = argc - optind - 1;
+  return 0;
+}
+
+void
+cmd_record_backend (uint32_t id, const char *args)
+{
+  char path[64];
+  FILE *f;
+
+  snprintf (path, sizeof path, UBDKIT_RUNDIR "/%u", id);
+  if (!args) {
+    unlink (path);
+    return;
+  }
+  mkdir (UBDKIT_RUNDIR, 0755);
+  f = fopen (path, "w");
+  if (!f || fprintf (f, "%s\n", args) < 0 || fclose (f) != 0)
+    log_warn ("cannot record the backend in %s: %m", path);
+}
+
+void
+cmd_wait_for_end (int sfd, int done_fd)
+{
+  struct pollfd p[2] = {
+    { .fd = sfd, .events = POLLIN }, { .fd = done_fd, .events = POLLIN },
+  };
+
+  for (;;) {
+    struct signalfd_siginfo si;
+
+    if (poll (p, 2, -1) == -1)
+      continue;
+    if (p[1].revents & POLLIN) {
+      log_info ("ublk: device stopped from outside");
+      return;
+    }
+    if ((p[0].revents & POLLIN) && read (sfd, &si, sizeof si) == sizeof si &&
+        si.ssi_signo != SIGCHLD) {
+      log_info ("signal %d: stopping the device", (int) si.ssi_signo);
+      return;
+    }
+  }
+}
+
+/* Check for the module before forking, so its absence is one clear line. */
+static int
+check_control (void)
+{
+  if (access (UBCTL_PATH, F_OK) == 0)
+    return 0;
+  log_error ("ublk: " UBCTL_PATH " does not exist: load the ublk_drv "
+             "kernel module (modprobe ublk_drv)");
+  return -1;
+}
+
+/* Daemonize (unless in the foreground), protect the supervisor, run it. */
+static int
+run_supervised (struct supervisor_config *sc, struct backend *b)
+{
+  struct progress_state ps;
+  int ready_fd = -1, sfd;
+
+  sfd = daemonize_signalfd ();
+  if (sfd == -1 || check_control () == -1)
+    return 1;
+  if (!sc->foreground) {
+    ready_fd = daemonize_start ();
+    /* The parent prints the path; nothing of ours may keep its stdout
+     * (often a shell's $(...) pipe) open. */
+    daemonize_detach_stdio ();
+  }
+  if (progress_setup (&sc->progress, &ps) == -1) {
+    daemonize_ready (&ready_fd, 1, NULL);
+    return 1;
+  }
+  return supervisor_run (sc, b, ready_fd, sfd);
+}
+
+int
+cmd_add (int argc, char **argv)
+{
+  struct add_config cfg;
+  struct backend b;
+  int r = add_parse (argc, argv, &cfg);
+
+  if (r != 0)
+    return r == 1 ? 0 : 2;
+  r = backend_config (&b, cfg.backend, cfg.params, cfg.nr_params,
+                      cfg.readonly);
+  if (r < 0) {
+    backend_close (&b);
+    return r == -1 ? 2 : 1;       /* usage error : run-time */
+  }
+  {
+    struct supervisor_config sc = {
+      .dev = cfg.dev, .progress = cfg.progress, .watchdog = cfg.watchdog,
+      .recover_id = -1, .foreground = cfg.foreground,
+    };
+    r = run_supervised (&sc, &b);
+  }
+  backend_close (&b);
+  return r;
+}
+
+/* `ubdkit recover ID [--foreground] [--watchdog SECS]`: start a server (and
+ * supervisor) for a device whose server died, with the backend recorded
+ * when it was added. */
+int
+cmd_recover (int argc, char **argv)
+{
+  struct supervisor_config sc = { .progress = progress_defaults };
+  char path[64], line[4096], *words[BACKEND_MAX_PARAMS + 1];
+  struct backend b;
+  uint64_t id, secs;
+  int n = 0, i, r;
+  FILE *f;
+
+  for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+    if (strcmp (argv[i], "--foreground") == 0)
+      sc.foreground = true;
+    else if (strcmp (argv[i], "--watchdog") == 0 && i + 1 < argc &&
+             size_parse_uint (argv[i + 1], 0, 86400, &secs) == 0) {
+      sc.watchdog = secs;
+      i++;
+    }
+    else
+      break;
+  }
+  if (i != argc - 1 || size_parse_uint (argv[i], 0, UINT32_MAX, &id) == -1) {
+    fprintf (stderr, "usage: ubdkit recover [--foreground] [--watchdog SECS] ID\n");
+    return 2;
+  }
+  snprintf (path, sizeof path, UBDKIT_RUNDIR "/%u", (unsigned) id);
+  f = fopen (path, "r");
+  if (!f || !fgets (line, sizeof line, f)) {
+    fprintf (stderr, "ubdkit recover: %s: no record of the backend of device "
+             "%u\n", path, (unsigned) id);
+    if (f)
+      fclose (f);
+    return 1;
+  }
+  fclose (f);
+  for (char *w = strtok (line, " \n"); w && n <= BACKEND_MAX_PARAMS;
+       w = strtok (NULL, " \n"))
+    words[n++] = w;
+  if (n == 0 || backend_config (&b, words[0], words + 1, n - 1, false) == -1)
+    return 2;
+  sc.recover_id = id;
+  r = run_supervised (&sc, &b);
+  backend_close (&b);
+  return r;
+}

@@ -1,0 +1,90 @@
+#include <config.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "daemonize.h"
+#include "log.h"
+
+int
+daemonize_start (void)
+{
+  int p[2];
+  pid_t pid;
+  char msg[512];
+  ssize_t n, got = 0;
+
+  if (pipe2 (p, O_CLOEXEC) == -1)
+    fatal ("pipe: %m");
+  pid = fork ();
+  if (pid == -1)
+    fatal ("fork: %m");
+  if (pid > 0) {
+    close (p[1]);
+    while ((n = read (p[0], msg + got, sizeof msg - 1 - got)) > 0)
+      got += n;
+    if (got == 0)
+      _exit (1);                /* the child died before reporting */
+    msg[got] = '\0';
+    if (got > 1)
+      fputs (msg + 1, stdout);
+    fflush (stdout);
+    _exit ((unsigned char) msg[0]);
+  }
+  close (p[0]);
+  setsid ();
+  return p[1];
+}
+
+void
+daemonize_ready (int *fd, int status, const char *line)
+{
+  char msg[512];
+
+  if (*fd < 0)
+    return;
+  msg[0] = status;
+  snprintf (msg + 1, sizeof msg - 1, "%s", line ? line : "");
+  if (write (*fd, msg, 1 + strlen (msg + 1)) < 0) {
+    /* The parent is gone; nothing to tell. */
+  }
+  close (*fd);
+  *fd = -1;
+  if (status == 0)
+    daemonize_detach_stdio ();
+}
+
+void
+daemonize_detach_stdio (void)
+{
+  int devnull = open ("/dev/null", O_RDWR);
+
+  if (devnull < 0)
+    return;
+  dup2 (devnull, STDIN_FILENO);
+  dup2 (devnull, STDOUT_FILENO);
+  close (devnull);
+}
+
+int
+daemonize_signalfd (void)
+{
+  sigset_t mask;
+  int sfd;
+
+  signal (SIGPIPE, SIG_IGN);
+  sigemptyset (&mask);
+  sigaddset (&mask, SIGTERM);
+  sigaddset (&mask, SIGINT);
+  sigaddset (&mask, SIGHUP);
+  sigaddset (&mask, SIGCHLD);
+  sigprocmask (SIG_BLOCK, &mask, NULL);
+  sfd = signalfd (-1, &mask, SFD_CLOEXEC);
+  if (sfd == -1)
+    log_error ("signalfd: %m");
+  return sfd;
+}

@@ -1,0 +1,229 @@
+/* Option parsing for `ubdkit serve`. */
+#include <config.h>
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ubdkit/backend.h"
+#include "serve.h"
+#include "log.h"
+#include "size.h"
+
+enum {
+  OPT_BIND = 256, OPT_RUN, OPT_DEPTH, OPT_BUFFER_SIZE, OPT_MAX_CONNECTIONS,
+  OPT_DAEMONIZE, OPT_IO_FLUSHER, OPT_NO_MLOCK, OPT_OOM_SCORE_ADJ,
+  OPT_DESCRIPTION, OPT_WORKERS, OPT_HANDSHAKE_TIMEOUT,
+};
+
+#define MAX_EXPORTS 64
+static const char *extra_exports[MAX_EXPORTS];
+
+static const struct option long_options[] = {
+  { "unix", required_argument, NULL, 'U' },
+  { "port", required_argument, NULL, 'p' },
+  { "bind", required_argument, NULL, OPT_BIND },
+  { "export", required_argument, NULL, 'e' },
+  { "export-spec", required_argument, NULL, 'E' },
+  { "description", required_argument, NULL, OPT_DESCRIPTION },
+  { "readonly", no_argument, NULL, 'r' },
+  { "run", required_argument, NULL, OPT_RUN },
+  { "threads", required_argument, NULL, 't' },
+  { "depth", required_argument, NULL, OPT_DEPTH },
+  { "workers", required_argument, NULL, OPT_WORKERS },
+  { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+  { "buffer-size", required_argument, NULL, OPT_BUFFER_SIZE },
+  { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
+  { "daemonize", no_argument, NULL, OPT_DAEMONIZE },
+  { "pidfile", required_argument, NULL, 'P' },
+  { "io-flusher", required_argument, NULL, OPT_IO_FLUSHER },
+  { "no-mlock", no_argument, NULL, OPT_NO_MLOCK },
+  { "oom-score-adj", required_argument, NULL, OPT_OOM_SCORE_ADJ },
+  { "verbose", no_argument, NULL, 'v' },
+  { "help", no_argument, NULL, 'h' },
+  { NULL, 0, NULL, 0 },
+};
+
+void
+serve_usage (void)
+{
+  printf (
+"Usage: ubdkit serve [OPTIONS] [BACKEND [KEY=VALUE ...]]\n"
+"Serve BACKEND over NBD (TCP and/or Unix socket).  Without a BACKEND,\n"
+"serve a 1 GiB memory disk (memory size=1G).\n"
+"\n"
+"Listening:\n"
+"  -U, --unix PATH          Unix socket (- for a private temporary one)\n"
+"  -p, --port PORT          TCP port (default 10809 when no -U; 0 = any)\n"
+"      --bind ADDR          TCP address to listen on (default: all)\n"
+"  -e, --export NAME        export name (default \"\")\n"
+"  -E, --export-spec 'NAME BACKEND [KEY=VALUE ...]'\n"
+"                           one more export (repeatable); its own keys\n"
+"                           description=TEXT and readonly=BOOL; the first\n"
+"                           export is the default one\n"
+"      --description TEXT   export description\n"
+"  -r, --readonly           refuse writes\n"
+"      --max-connections N  at most N clients at once (default 512)\n"
+"      --handshake-timeout S  close clients that have not chosen an export\n"
+"                           within S seconds (default 30)\n"
+"\n"
+"Process:\n"
+"      --run 'CMD'          run CMD with $uri, $unixsocket, $port, $exportname\n"
+"                           set; serve until it exits and exit with its status\n"
+"      --daemonize          go to the background once serving\n"
+"  -P, --pidfile FILE       write the server's pid to FILE\n"
+"  -v, --verbose            debug output (twice: per-request debug too)\n"
+"\n"
+"Performance and memory (all memory is reserved at start):\n"
+"  -t, --threads N          event loop threads (default: one per core)\n"
+"      --depth N            request slots per thread (default 32)\n"
+"      --buffer-size SIZE   data buffer per slot (default 1M); larger\n"
+"                           requests are streamed through it\n"
+"      --workers N          threads for backends that block (default 8)\n"
+"\n"
+"Forward progress under memory pressure:\n"
+"      --io-flusher on|off|require  PR_SET_IO_FLUSHER (default on: warn if\n"
+"                           refused; require: refuse to start without it)\n"
+"      --no-mlock           do not lock memory\n"
+"      --oom-score-adj N|off  OOM score adjustment (default -1000)\n"
+"\n"
+"Backends:\n");
+  backend_print_list ();
+}
+
+static int
+bad (const char *what, const char *arg)
+{
+  fprintf (stderr, "ubdkit serve: invalid %s: '%s'\n", what, arg);
+  return -1;
+}
+
+static int
+parse_uint (const char *arg, const char *what, uint64_t min, uint64_t max,
+            unsigned *out)
+{
+  uint64_t v;
+
+  if (size_parse_uint (arg, min, max, &v) == -1)
+    return bad (what, arg);
+  *out = v;
+  return 0;
+}
+
+static int
+parse_one (int c, const char *arg, struct serve_config *cfg)
+{
+  uint64_t v;
+  const char *why;
+
+  switch (c) {
+  case 'U': cfg->unix_path = arg; return 0;
+  case 'p': return parse_uint (arg, "port", 0, 65535, &(unsigned) { 0 }) == -1
+              ? -1 : (cfg->port = arg, 0);
+  case OPT_BIND: cfg->bind_addr = arg; return 0;
+  case 'e': cfg->export_name = arg; return 0;
+  case 'E':
+    if (cfg->nr_extra == MAX_EXPORTS)
+      return bad ("-E (too many exports)", arg);
+    extra_exports[cfg->nr_extra++] = arg;
+    return 0;
+  case OPT_DESCRIPTION: cfg->description = arg; return 0;
+  case 'r': cfg->readonly = true; return 0;
+  case OPT_RUN: cfg->run = arg; return 0;
+  case 't': return parse_uint (arg, "--threads", 1, 256, &cfg->server.threads);
+  case OPT_DEPTH: return parse_uint (arg, "--depth", 1, 65536, &cfg->server.depth);
+  case OPT_HANDSHAKE_TIMEOUT:
+    return parse_uint (arg, "--handshake-timeout", 1, 3600,
+                       &cfg->server.handshake_timeout);
+  case OPT_WORKERS:
+    return parse_uint (arg, "--workers", 1, 1024, &cfg->server.workers);
+  case OPT_MAX_CONNECTIONS:
+    return parse_uint (arg, "--max-connections", 1, 1 << 20,
+                       &cfg->server.max_connections);
+  case OPT_BUFFER_SIZE:
+    if (size_parse (arg, &v, &why) == -1 || v < 4096 || v > (64u << 20) ||
+        v % 4096)
+      return bad ("--buffer-size (4k to 64M, a multiple of 4k)", arg);
+    cfg->server.buf_size = v;
+    return 0;
+  case OPT_DAEMONIZE: cfg->daemonize = true; return 0;
+  case 'P': cfg->pidfile = arg; return 0;
+  case OPT_IO_FLUSHER:
+    return progress_parse_io_flusher (arg, &cfg->progress.io_flusher) == -1
+      ? bad ("--io-flusher (on, off or require)", arg) : 0;
+  case OPT_NO_MLOCK: cfg->progress.mlock = false; return 0;
+  case OPT_OOM_SCORE_ADJ:
+    return progress_parse_oom_score_adj (arg, &cfg->progress) == -1
+      ? bad ("--oom-score-adj (-1000 to 1000, or off)", arg) : 0;
+  case 'v':
+    log_more_verbose ();
+    return 0;
+  default:
+    return -1;
+  }
+}
+
+int
+serve_parse (int argc, char **argv, struct serve_config *cfg)
+{
+  int c;
+
+  memset (cfg, 0, sizeof *cfg);
+  cfg->export_name = "";
+  cfg->server.threads = sysconf (_SC_NPROCESSORS_ONLN) > 0
+    ? sysconf (_SC_NPROCESSORS_ONLN) : 1;
+  cfg->server.depth = 32;
+  cfg->server.buf_size = 1024 * 1024;
+  cfg->server.max_connections = 512;
+  cfg->server.workers = 8;
+  cfg->server.handshake_timeout = 30;
+  cfg->progress = progress_defaults;
+  optind = 1;
+  opterr = 0;
+  /* Options may also follow BACKEND and its key=value arguments, as with
+   * nbdkit: getopt moves the non-options to the end. */
+  cfg->extra = extra_exports;
+  while ((c = getopt_long (argc, argv, "U:p:e:E:rt:P:vh", long_options,
+                           NULL)) != -1) {
+    if (c == 'h') {
+      serve_usage ();
+      return 1;
+    }
+    if (c == '?' || c == ':') {
+      fprintf (stderr, "ubdkit serve: %s option '%s' (see 'ubdkit serve --help')\n",
+               optopt && c == ':' ? "missing argument for" : "unknown",
+               argv[optind - 1]);
+      return -1;
+    }
+    if (parse_one (c, optarg, cfg) == -1)
+      return -1;
+  }
+  if (optind >= argc && cfg->nr_extra > 0)
+    cfg->backend = NULL;        /* only -E exports */
+  else if (optind >= argc) {
+    /* The embedded default: a 1 GiB RAM disk, for trying ubdkit out. */
+    static char *default_params[] = { (char *) "size=1G", NULL };
+    cfg->backend = "memory";
+    cfg->params = default_params;
+    cfg->nr_params = 1;
+  }
+  else {
+    cfg->backend = argv[optind];
+    cfg->params = &argv[optind + 1];
+    cfg->nr_params = argc - optind - 1;
+  }
+  if (!cfg->unix_path && !cfg->port)
+    cfg->port = "10809";
+  if (strlen (cfg->export_name) > 4096 ||
+      (cfg->description && strlen (cfg->description) > 4096)) {
+    fprintf (stderr, "ubdkit serve: export name and description are limited to 4096 bytes\n");
+    return -1;
+  }
+  if (cfg->daemonize && cfg->run) {
+    fprintf (stderr, "ubdkit serve: --daemonize and --run do not go together\n");
+    return -1;
+  }
+  return 0;
+}

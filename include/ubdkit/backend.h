@@ -1,0 +1,237 @@
+/* ubdkit backend interface: the contract between the frontends (NBD, ublk)
+ * and every backend (plugins/<name>).
+ *
+ * Error rule: every data-path callback returns 0 or a negative errno and
+ * never relies on the global errno.  Set-up callbacks (open) log once where
+ * they have context and return NULL.
+ *
+ * Threads: open/close run on the main thread before/after serving.  Data
+ * callbacks run on a loop (or ublk queue) thread; backends that set
+ * BACKEND_INLINE never block and are called directly there, so they must be
+ * thread safe.  A backend may offer `submit` to queue its I/O on the
+ * calling thread's io_uring instead of blocking.
+ *
+ * Every request is checked by backend_check() (lib/core/backend.c) before a
+ * backend sees it: offset and count are inside the device, flags are ones
+ * the backend advertised, and the operation is one it can do.  Callbacks
+ * therefore never need to re-validate.
+ */
+#ifndef UBDKIT_BACKEND_H
+#define UBDKIT_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ubdkit/event.h"
+
+struct io_uring;
+struct loop;
+
+/* Request types, shared by both frontends. */
+enum backend_op {
+  BACKEND_OP_READ,
+  BACKEND_OP_WRITE,
+  BACKEND_OP_FLUSH,
+  BACKEND_OP_TRIM,
+  BACKEND_OP_ZERO,
+  BACKEND_OP_CACHE,
+  BACKEND_OP_EXTENTS,
+};
+
+/* Request flags. */
+#define BACKEND_FLAG_FUA      (1u << 0) /* durable before completion */
+#define BACKEND_FLAG_MAY_TRIM (1u << 1) /* ZERO may punch a hole */
+#define BACKEND_FLAG_FAST     (1u << 2) /* ZERO: fail with -ENOTSUP if slow */
+#define BACKEND_FLAG_REQ_ONE  (1u << 3) /* EXTENTS: one extent is enough */
+
+/* Capabilities, the answers of nbdkit's can_* queries as one bit mask. */
+#define BACKEND_CAN_WRITE      (1u << 0)
+#define BACKEND_CAN_FLUSH      (1u << 1)
+#define BACKEND_CAN_FUA        (1u << 2)
+#define BACKEND_CAN_TRIM       (1u << 3)
+#define BACKEND_CAN_ZERO       (1u << 4)
+#define BACKEND_CAN_FAST_ZERO  (1u << 5)
+#define BACKEND_CAN_CACHE      (1u << 6)
+#define BACKEND_CAN_EXTENTS    (1u << 7)
+#define BACKEND_CAN_MULTI_CONN (1u << 8)
+#define BACKEND_IS_ROTATIONAL  (1u << 9)
+
+#define BACKEND_SUBMIT_DONE 1
+
+/* Execution properties. */
+#define BACKEND_INLINE (1u << 0) /* never blocks: call on the loop thread */
+
+/* Extents: filled by the extents callback into caller-owned storage
+ * (preallocated with the request, never grown). */
+#define BACKEND_EXTENT_HOLE (1u << 0)
+#define BACKEND_EXTENT_ZERO (1u << 1)
+struct backend_extent {
+  uint64_t offset;
+  uint64_t length;
+  uint32_t type;
+};
+struct backend_extents {
+  struct backend_extent *v;
+  size_t n, max;
+  uint64_t start, end; /* the range asked about */
+};
+/* Append an extent; merges with the previous one of the same type.
+ * Returns 0, or 1 when the array is full (the caller stops: what it has is a
+ * valid prefix of the answer). */
+int backend_extents_add (struct backend_extents *e, uint64_t offset,
+                         uint64_t length, uint32_t type);
+
+/* Key=value parameters from the command line. */
+#define BACKEND_MAX_PARAMS 256
+struct backend_param {
+  const char *key;
+  const char *value;
+};
+
+/* An asynchronous request handed to `submit`.  The backend completes it
+ * exactly once by calling io->done(io, res) on the submitting thread, with
+ * res 0 or -errno.  It must not call done from inside submit. */
+struct backend_io {
+  struct loop_event ev;               /* for the backend's own SQEs */
+  enum backend_op op;
+  uint32_t flags;
+  uint64_t offset;
+  uint32_t count;
+  void *buf;
+  uint32_t done_bytes;                /* backend scratch: partial progress */
+  void (*done) (struct backend_io *io, int res);
+  struct backend_extents *ext;        /* EXTENTS: where to put them */
+  /* Used by the core while the request waits for or runs on a worker. */
+  struct backend_io *next_io;
+  struct loop *loop;
+  const struct backend *backend;
+  int result;
+  struct loop_work work;
+  /* Backend scratch space for its own completion bookkeeping. */
+  struct io_uring *ring;
+  void *priv;
+  uint32_t phase;
+};
+
+struct backend_ops {
+  const char *name;
+  const char *synopsis;   /* one line for `ubdkit --help` */
+  const char *help;       /* key=value documentation */
+  uint32_t props;         /* BACKEND_INLINE ... */
+  /* A host for plugins of another program (nbdkit): selected by the
+   * prefix "NAME:" ("nbdkit:memory"), its config gets raw words (keys
+   * NULL): params[0].value is the text after "NAME:", the rest are the
+   * arguments as given, '=' or not.  Its config runs foreign code, so
+   * backend_config reports its failures as run-time errors (-2). */
+  bool host;
+
+  /* Parse and check parameters, acquiring nothing but the handle: runs
+   * before the daemon sets anything up, so bad arguments fail fast.
+   * Returns a handle, or NULL after backend_param_error. */
+  void *(*config) (const struct backend_param *params, size_t n,
+                   bool readonly);
+  /* Acquire resources (open files, reserve memory).  Optional.  Returns 0,
+   * or -1 after logging. */
+  int (*open) (void *h);
+  /* Release the handle and whatever open acquired (open may not have run,
+   * or may have failed half way). */
+  void (*close) (void *h);
+
+  uint64_t (*get_size) (void *h);
+  uint32_t (*get_caps) (void *h);     /* BACKEND_CAN_* */
+  /* Block size constraints (optional): minimum, preferred, maximum. */
+  void (*block_size) (void *h, uint32_t *min, uint32_t *pref, uint32_t *max);
+
+  /* Synchronous data path.  Optional where the capability is absent. */
+  int (*pread) (void *h, void *buf, uint32_t count, uint64_t offset);
+  int (*pwrite) (void *h, const void *buf, uint32_t count, uint64_t offset,
+                 uint32_t flags);
+  int (*flush) (void *h);
+  int (*trim) (void *h, uint32_t count, uint64_t offset, uint32_t flags);
+  int (*zero) (void *h, uint32_t count, uint64_t offset, uint32_t flags);
+  int (*cache) (void *h, uint32_t count, uint64_t offset);
+  int (*extents) (void *h, uint32_t count, uint64_t offset, uint32_t flags,
+                  struct backend_extents *e);
+  /* Synchronous callbacks may block (not BACKEND_INLINE and no submit):
+   * they then run on worker threads, never on loop or queue threads. */
+
+  /* Optional asynchronous path on the calling thread's ring.  Returns 0 if
+   * queued (done will be called), BACKEND_SUBMIT_DONE if it completed at
+   * once without blocking (done is not called), or a negative errno if it
+   * could not be queued (done is not called).  Ops it does not take
+   * (returns -ENOSYS) go through the synchronous callbacks. */
+  int (*submit) (void *h, struct io_uring *ring, struct backend_io *io);
+};
+
+/* A backend opened for serving: ops + handle + cached answers. */
+struct backend {
+  const struct backend_ops *ops;
+  void *h;
+  uint64_t size;
+  uint32_t caps;
+  uint32_t min_block, pref_block, max_block;
+  bool readonly;
+  char *args;   /* "name k=v ..." as given, for logs and `list` */
+};
+
+/* The built-in backends, in --help order. */
+extern const struct backend_ops file_backend_ops;
+extern const struct backend_ops memory_backend_ops;
+extern const struct backend_ops null_backend_ops;
+#ifdef HAVE_NBDKIT
+extern const struct backend_ops plughost_backend_ops;  /* plugins/nbdkit */
+#endif
+
+/* Find a built-in backend by name (a host by "NAME:..."); NULL if none. */
+const struct backend_ops *backend_lookup (const char *name);
+/* List built-in backends on stdout. */
+void backend_print_list (void);
+
+/* Configure BACKEND with key=value arguments into *b.  Returns 0, -1
+ * after logging a usage error (unknown backend or key, bad value: exit 2),
+ * or -2 after logging a host's failure (an nbdkit plugin refused its
+ * configuration: a run-time error, exit 1, as nbdkit exits).  Then
+ * backend_open acquires its resources: 0, or -1 after logging.  Release
+ * with backend_close in either case. */
+int backend_config (struct backend *b, const char *name, char **argv,
+                    int argc, bool readonly);
+int backend_open (struct backend *b);
+void backend_close (struct backend *b);
+
+/* The one checking layer: returns 0 if the request may go to the backend,
+ * else the negative errno to answer with (-EINVAL, -ENOSPC, -EPERM,
+ * -EOPNOTSUPP ...). */
+int backend_check (const struct backend *b, enum backend_op op,
+                   uint64_t offset, uint64_t count, uint32_t flags);
+
+/* Run one request synchronously on a checked range. */
+int backend_call (const struct backend *b, struct backend_io *io,
+                  struct backend_extents *ext);
+/* Start a checked request from loop L's thread: queued on L's ring when
+ * the backend can (submit), run at once when it never blocks
+ * (BACKEND_INLINE), else run on a worker thread.  io->done runs exactly
+ * once, on L's thread (possibly before this returns). */
+void backend_start (const struct backend *b, struct loop *l,
+                    struct backend_io *io);
+
+/* Worker threads for backends that block, started before serving: N
+ * threads, all created now.  Returns 0 or -1 after logging. */
+int backend_workers_start (unsigned n);
+void backend_workers_stop (void);
+/* Does this backend need worker threads? */
+bool backend_needs_workers (const struct backend *b);
+
+/* Helpers for backends. */
+const char *backend_param_get (const struct backend_param *p, size_t n,
+                               const char *key);
+/* Reject unknown keys: returns 0, or -1 after logging the first unknown. */
+int backend_params_check (const char *backend, const struct backend_param *p,
+                          size_t n, const char *const *known);
+/* Report a bad parameter from config: logs the message, returns -1. */
+int backend_param_error (const char *fmt, ...)
+  __attribute__((format (printf, 1, 2)));
+/* Parse a boolean ("true/false/on/off/yes/no/1/0"); -1 on error. */
+int backend_parse_bool (const char *s);
+
+#endif /* UBDKIT_BACKEND_H */

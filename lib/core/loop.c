@@ -1,0 +1,262 @@
+/* See loop.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "progress.h"
+
+static void arm_wakeup (struct loop *l);
+
+void
+loop_post (struct loop *l, struct loop_work *w)
+{
+  w->next = NULL;
+  pthread_mutex_lock (&l->lock);
+  *l->posted_tail = w;
+  l->posted_tail = &w->next;
+  pthread_mutex_unlock (&l->lock);
+  loop_wake (l);
+}
+
+static void
+run_posted (struct loop *l)
+{
+  struct loop_work *w;
+
+  pthread_mutex_lock (&l->lock);
+  w = l->posted_head;
+  l->posted_head = NULL;
+  l->posted_tail = &l->posted_head;
+  pthread_mutex_unlock (&l->lock);
+  while (w) {
+    struct loop_work *next = w->next;
+    w->fn (w);
+    w = next;
+  }
+}
+
+static void
+wakeup_done (struct loop_event *ev, int res, uint32_t flags)
+{
+  struct loop *l = container_of (ev, struct loop, efd_ev);
+
+  if (res < 0 && res != -EINTR && res != -EAGAIN)
+    log_error ("eventfd read: %s", strerror (-res));
+  run_posted (l);
+  if (l->on_wake)
+    l->on_wake (l);
+  if (!l->done)
+    arm_wakeup (l);
+}
+
+static void
+arm_wakeup (struct loop *l)
+{
+  struct io_uring_sqe *sqe = loop_sqe (l, &l->efd_ev);
+
+  io_uring_prep_read (sqe, l->efd, &l->efd_val, sizeof l->efd_val, 0);
+}
+
+struct io_uring_sqe *
+loop_sqe (struct loop *l, struct loop_event *ev)
+{
+  struct io_uring_sqe *sqe;
+
+  while ((sqe = io_uring_get_sqe (&l->ring)) == NULL)
+    io_uring_submit (&l->ring);
+  io_uring_sqe_set_data (sqe, ev);
+  return sqe;
+}
+
+void
+loop_defer (struct loop *l, struct loop_work *w)
+{
+  if (w->queued)
+    return;
+  w->queued = true;
+  w->next = NULL;
+  *l->work_tail = w;
+  l->work_tail = &w->next;
+}
+
+static void
+run_deferred (struct loop *l)
+{
+  while (l->work_head) {
+    struct loop_work *w = l->work_head;
+
+    l->work_head = w->next;
+    if (!l->work_head)
+      l->work_tail = &l->work_head;
+    w->queued = false;
+    w->fn (w);
+  }
+}
+
+static int
+ring_init (struct loop *l)
+{
+  /* Best flags first; older kernels reject what they do not know. */
+  static const unsigned flag_sets[] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+    IORING_SETUP_COOP_TASKRUN,
+    0,
+  };
+  int r = -EINVAL;
+
+  for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
+    r = io_uring_queue_init (l->entries, &l->ring, flag_sets[i]);
+    if (r == 0) {
+      log_debug ("io_uring with %u entries, flags 0x%x", l->entries,
+                 flag_sets[i]);
+      return 0;
+    }
+    if (r != -EINVAL)
+      break;
+  }
+  log_error ("io_uring_queue_init: %s", strerror (-r));
+  return -1;
+}
+
+static void
+report_start (struct loop *l, int status)
+{
+  pthread_mutex_lock (&l->lock);
+  l->start_status = status;
+  pthread_cond_signal (&l->cond);
+  pthread_mutex_unlock (&l->lock);
+}
+
+static void *
+loop_thread (void *arg)
+{
+  struct loop *l = arg;
+  struct io_uring_cqe *cqe;
+
+  log_set_thread_name (l->name);
+  prctl (PR_SET_NAME, l->name);
+  l->io_flusher = progress_thread_is_io_flusher ();
+  if (ring_init (l) == -1) {
+    report_start (l, -1);
+    return NULL;
+  }
+  l->work_tail = &l->work_head;
+  arm_wakeup (l);
+  if (l->on_start)
+    l->on_start (l);
+  report_start (l, 1);
+
+  while (!l->done) {
+    unsigned head, n = 0;
+    int r;
+
+    run_deferred (l);
+    if (l->done)
+      break;
+    r = io_uring_submit_and_wait (&l->ring, 1);
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+      log_error ("io_uring_submit_and_wait: %s", strerror (-r));
+      break;
+    }
+    io_uring_for_each_cqe (&l->ring, head, cqe) {
+      struct loop_event *ev = io_uring_cqe_get_data (cqe);
+      int res = cqe->res;
+      uint32_t flags = cqe->flags;
+
+      /* Consume before calling: the callback may submit and wait. */
+      io_uring_cq_advance (&l->ring, 1);
+      n++;
+      if (ev)
+        ev->fn (ev, res, flags);
+    }
+    (void) n;
+  }
+  io_uring_queue_exit (&l->ring);
+  close (l->efd);
+  return NULL;
+}
+
+/* Thread stacks are locked with everything else: 8 MiB each (the default)
+ * would lock tens of MiB for nothing.  Loop, queue and worker threads keep
+ * their state in preallocated pools, so a small stack is plenty. */
+static pthread_attr_t thread_attr;
+
+static void
+thread_attr_init (void)
+{
+  pthread_attr_init (&thread_attr);
+  pthread_attr_setstacksize (&thread_attr, 256 * 1024);
+}
+
+const pthread_attr_t *
+loop_thread_attr (void)
+{
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+  pthread_once (&once, thread_attr_init);
+  return &thread_attr;
+}
+
+int
+loop_start (struct loop *l, int id, const char *name, unsigned entries)
+{
+  int r;
+
+  l->id = id;
+  snprintf (l->name, sizeof l->name, "%s", name);
+  l->entries = entries;
+  l->efd_ev.fn = wakeup_done;
+  atomic_init (&l->stop, false);
+  l->efd = eventfd (0, EFD_CLOEXEC);
+  if (l->efd == -1) {
+    log_error ("eventfd: %m");
+    return -1;
+  }
+  pthread_mutex_init (&l->lock, NULL);
+  pthread_cond_init (&l->cond, NULL);
+  l->posted_head = NULL;
+  l->posted_tail = &l->posted_head;
+  r = pthread_create (&l->thread, loop_thread_attr (), loop_thread, l);
+  if (r) {
+    log_error ("pthread_create: %s", strerror (r));
+    return -1;
+  }
+  pthread_mutex_lock (&l->lock);
+  while (l->start_status == 0)
+    pthread_cond_wait (&l->cond, &l->lock);
+  pthread_mutex_unlock (&l->lock);
+  if (l->start_status == -1) {
+    pthread_join (l->thread, NULL);
+    return -1;
+  }
+  return 0;
+}
+
+void
+loop_wake (struct loop *l)
+{
+  uint64_t one = 1;
+
+  if (write (l->efd, &one, sizeof one) != sizeof one)
+    log_error ("loop_wake: %m");
+}
+
+void
+loop_stop (struct loop *l)
+{
+  atomic_store (&l->stop, true);
+  loop_wake (l);
+}
+
+void
+loop_join (struct loop *l)
+{
+  pthread_join (l->thread, NULL);
+}

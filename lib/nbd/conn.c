@@ -1,0 +1,364 @@
+/* Connection I/O on a loop's ring.
+ *
+ * Input: one recv at a time, into the connection's input buffer (headers,
+ * options) or straight into a request buffer (write payloads).  conn_input
+ * parses as much as the buffer holds and asks for more only when it needs
+ * it; it stops while a write payload is arriving, while a handshake reply
+ * is being sent, or while the pool has no slot (backpressure).
+ *
+ * Output: replies are queued in order and sent with one sendmsg for as many
+ * as SEND_BATCH iovecs allow.  A reply split into pieces whose first piece
+ * has gone out (a simple-reply read larger than a slot buffer) owns the
+ * stream until its last piece is sent.
+ *
+ * Close: a dead or finished connection is closed once no slot, send or recv
+ * refers to it any more.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "log.h"
+
+static void recv_done (struct loop_event *ev, int res, uint32_t flags);
+static void send_done (struct loop_event *ev, int res, uint32_t flags);
+static void input_work (struct loop_work *w);
+static void send_work (struct loop_work *w);
+
+void
+conn_init (struct conn *c, struct nbd_loop *nl, int fd, const char *peer)
+{
+  memset (c, 0, offsetof (struct conn, rbuf));
+  c->nl = nl;
+  c->fd = fd;
+  c->in_use = true;
+  snprintf (c->peer, sizeof c->peer, "%s", peer);
+  c->rstart = c->rend = 0;
+  c->recv_busy = c->waiting_slot = false;
+  c->rx_req = NULL;
+  c->recv_ev.fn = recv_done;
+  c->input_work = (struct loop_work) { .fn = input_work };
+  c->send_work = (struct loop_work) { .fn = send_work };
+  c->send_ev.fn = send_done;
+  c->hs_state = 0;
+  c->hogging = false;
+  c->started = time (NULL);
+  c->tlen = c->toff = 0;
+  c->discard = 0;
+  c->after_reply_go = c->after_reply_close = false;
+  c->structured = c->meta_base_alloc = false;
+  c->meta_export = c->exp = NULL;
+  c->b = NULL;
+  c->inflight = 0;
+  c->sq_head = NULL;
+  c->sq_tail = &c->sq_head;
+  c->stream_owner = NULL;
+  c->send_busy = false;
+  c->phase = PHASE_HANDSHAKE;
+}
+
+uint32_t
+conn_avail (const struct conn *c)
+{
+  return c->rend - c->rstart;
+}
+
+static void
+post_recv (struct conn *c, void *dst, uint32_t len, int flags)
+{
+  struct io_uring_sqe *sqe = loop_sqe (&c->nl->loop, &c->recv_ev);
+
+  io_uring_prep_recv (sqe, c->fd, dst, len, flags);
+  c->recv_busy = true;
+}
+
+/* Ask for more input into the buffer. */
+static void
+recv_more (struct conn *c)
+{
+  if (c->recv_busy || c->read_done || c->dead)
+    return;
+  if (c->rstart > 0) {
+    memmove (c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
+    c->rend -= c->rstart;
+    c->rstart = 0;
+  }
+  if (c->rend == CONN_RBUF) {
+    /* Parsers consume or discard anything larger; this cannot happen. */
+    log_error ("%s: input buffer full", c->peer);
+    conn_fail (c);
+    return;
+  }
+  post_recv (c, c->rbuf + c->rend, CONN_RBUF - c->rend, 0);
+}
+
+void
+conn_recv_payload (struct conn *c, void *dst, uint32_t len)
+{
+  post_recv (c, dst, len, MSG_WAITALL);
+}
+
+static void
+recv_done (struct loop_event *ev, int res, uint32_t flags)
+{
+  struct conn *c = container_of (ev, struct conn, recv_ev);
+
+  c->recv_busy = false;
+  if (res <= 0) {
+    if (res < 0 && res != -ECONNRESET && res != -EPIPE)
+      log_ratelimited ("%s: recv: %s", c->peer, strerror (-res));
+    if (c->rx_req) {
+      /* The client vanished mid-payload: drop the half-received write. */
+      struct req *r = c->rx_req;
+      c->rx_req = NULL;
+      req_release (r);
+      conn_fail (c);            /* also drops replies still queued */
+      return;
+    }
+    conn_stop_reading (c);
+    conn_maybe_close (c);
+    return;
+  }
+  if (c->rx_req) {
+    transmission_payload (c->rx_req, res);
+    return;
+  }
+  c->rend += res;
+  conn_input (c);
+}
+
+void
+conn_input (struct conn *c)
+{
+  /* Input is parsed only between receives: a recv in flight means all
+   * buffered input has been parsed, and its completion calls us again. */
+  if (c->recv_busy)
+    return;
+  while (!c->dead && !c->read_done && !c->rx_req && !c->waiting_slot &&
+         c->tlen == 0) {
+    /* A client that does not read its replies must not take the whole
+     * pool: past its fair share, wait until its replies drain.  Replies
+     * only queued (sent after this batch) count as not drained yet, or one
+     * batch could take every slot. */
+    if (c->phase == PHASE_TRANSMISSION && (c->send_busy || c->sq_head) &&
+        c->inflight >= c->nl->fair_share) {
+      c->hogging = true;
+      return;
+    }
+    int r = c->phase == PHASE_HANDSHAKE
+      ? handshake_step (c) : transmission_step (c);
+    if (r == 0) {
+      recv_more (c);
+      return;
+    }
+    if (r != 1)
+      return;
+  }
+}
+
+static void
+input_work (struct loop_work *w)
+{
+  conn_input (container_of (w, struct conn, input_work));
+}
+
+void
+conn_schedule_input (struct conn *c)
+{
+  loop_defer (&c->nl->loop, &c->input_work);
+}
+
+void
+conn_stop_reading (struct conn *c)
+{
+  c->read_done = true;
+}
+
+/* Handshake replies: send tbuf, then carry on. */
+void
+conn_send_tbuf (struct conn *c)
+{
+  struct io_uring_sqe *sqe;
+
+  if (c->dead)
+    return;
+  sqe = loop_sqe (&c->nl->loop, &c->send_ev);
+  io_uring_prep_send (sqe, c->fd, c->tbuf + c->toff, c->tlen - c->toff,
+                      MSG_NOSIGNAL);
+  c->send_busy = true;
+}
+
+static void
+tbuf_sent (struct conn *c, int res)
+{
+  c->toff += res;
+  if (c->toff < c->tlen) {
+    conn_send_tbuf (c);
+    return;
+  }
+  c->tlen = c->toff = 0;
+  if (c->after_reply_close) {
+    conn_stop_reading (c);
+    c->dead = true;
+    conn_maybe_close (c);
+    return;
+  }
+  if (c->after_reply_go) {
+    c->after_reply_go = false;
+    c->phase = PHASE_TRANSMISSION;
+  }
+  conn_input (c);
+}
+
+void
+conn_queue_reply (struct conn *c, struct req *r)
+{
+  if (c->dead) {
+    req_release (r);
+    return;
+  }
+  r->sent = 0;
+  r->next = NULL;
+  if (c->stream_owner == r) {
+    /* The next piece of the reply that owns the stream goes first. */
+    r->next = c->sq_head;
+    c->sq_head = r;
+    if (!r->next)
+      c->sq_tail = &r->next;
+  }
+  else {
+    *c->sq_tail = r;
+    c->sq_tail = &r->next;
+  }
+  loop_defer (&c->nl->loop, &c->send_work);
+}
+
+static void
+send_work (struct loop_work *w)
+{
+  struct conn *c = container_of (w, struct conn, send_work);
+  struct io_uring_sqe *sqe;
+  int n = 0;
+
+  if (c->send_busy || c->dead || !c->sq_head)
+    return;
+  if (c->stream_owner && c->sq_head != c->stream_owner)
+    return;                     /* wait for the owner's next piece */
+  for (struct req *r = c->sq_head; r && n + 2 <= SEND_BATCH; r = r->next) {
+    uint32_t skip = r->sent;
+    if (skip < r->hdr_len) {
+      c->iov[n++] = (struct iovec) { r->hdr + skip, r->hdr_len - skip };
+      skip = 0;
+    }
+    else
+      skip -= r->hdr_len;
+    if (r->data_len > skip)
+      c->iov[n++] = (struct iovec) { (char *) r->buf + skip,
+                                     r->data_len - skip };
+    if (c->stream_owner || !r->final)
+      break;                    /* nothing may follow a partial reply */
+  }
+  memset (&c->msg, 0, sizeof c->msg);
+  c->msg.msg_iov = c->iov;
+  c->msg.msg_iovlen = n;
+  sqe = loop_sqe (&c->nl->loop, &c->send_ev);
+  io_uring_prep_sendmsg (sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+  c->send_busy = true;
+}
+
+static void
+replies_sent (struct conn *c, uint32_t res)
+{
+  while (c->sq_head) {
+    struct req *r = c->sq_head;
+    uint32_t left = r->hdr_len + r->data_len - r->sent;
+
+    if (res < left) {
+      r->sent += res;
+      break;
+    }
+    res -= left;
+    c->sq_head = r->next;
+    if (!c->sq_head)
+      c->sq_tail = &c->sq_head;
+    c->stream_owner = r->final ? NULL : r;
+    transmission_piece_sent (r);
+    if (c->stream_owner)
+      break;
+  }
+  send_work (&c->send_work);
+}
+
+static void
+send_done (struct loop_event *ev, int res, uint32_t flags)
+{
+  struct conn *c = container_of (ev, struct conn, send_ev);
+
+  c->send_busy = false;
+  if (c->dead) {
+    c->tlen = c->toff = 0;
+    conn_maybe_close (c);
+    return;
+  }
+  if (c->hogging) {
+    c->hogging = false;
+    conn_schedule_input (c);
+  }
+  if (res <= 0) {
+    if (res != -EPIPE && res != -ECONNRESET)
+      log_ratelimited ("%s: send: %s", c->peer, strerror (-res));
+    conn_fail (c);
+    return;
+  }
+  if (c->phase == PHASE_HANDSHAKE)
+    tbuf_sent (c, res);
+  else
+    replies_sent (c, res);
+  conn_maybe_close (c);
+}
+
+/* The socket is unusable: drop queued replies and close when idle. */
+void
+conn_fail (struct conn *c)
+{
+  c->dead = true;
+  conn_stop_reading (c);
+  while (c->sq_head) {
+    struct req *r = c->sq_head;
+    c->sq_head = r->next;
+    req_release (r);
+  }
+  c->sq_tail = &c->sq_head;
+  c->stream_owner = NULL;
+  if (!c->send_busy)
+    c->tlen = c->toff = 0;
+  /* Any recv in flight, or posted later for a write's payload, ends now. */
+  shutdown (c->fd, SHUT_RDWR);
+  conn_maybe_close (c);
+}
+
+void
+conn_maybe_close (struct conn *c)
+{
+  struct nbd_loop *nl = c->nl;
+
+  if (!c->in_use || !c->read_done || c->inflight || c->send_busy ||
+      c->recv_busy || c->sq_head || c->tlen)
+    return;
+  if (c->waiting_slot)
+    return;                     /* still on the wait list */
+  log_debug ("%s: closed", c->peer);
+  close (c->fd);
+  c->in_use = false;
+  c->next_free = nl->free_conns;
+  nl->free_conns = c;
+  nl->active--;
+  atomic_fetch_sub (&nl->assigned, 1);
+  if (nl->stopping && nl->active == 0)
+    nl->loop.done = true;
+}

@@ -1,0 +1,153 @@
+/* Internal state of the NBD server, shared by its files:
+ *   conn.c          connection I/O: input buffer, reply queue, close
+ *   handshake.c     option negotiation
+ *   transmission.c  requests and replies
+ *   server.c        loops, pools, hand-off of accepted sockets
+ * All of it is owned by one loop thread; nothing here is locked except
+ * the hand-off queue in struct nbd_loop.
+ */
+#ifndef UBDKIT_NBD_INTERNAL_H
+#define UBDKIT_NBD_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "ubdkit/backend.h"
+#include "loop.h"
+#include "request-pool.h"
+#include "server.h"
+
+#define CONN_RBUF   8192        /* input buffer: headers, options, names */
+#define CONN_TBUF   10240       /* handshake reply buffer */
+#define SEND_BATCH  64          /* iovecs in one sendmsg */
+
+struct conn;
+
+/* A request slot (lives in the loop's request pool). */
+struct req {
+  struct conn *c;
+  struct req *next;             /* reply queue */
+  struct backend_io io;
+  struct backend_extents ext;   /* BLOCK_STATUS answers (in buf) */
+  uint16_t type, nflags;
+  uint32_t bflags;              /* backend flags */
+  uint64_t cookie, offset;
+  uint32_t count;
+  uint32_t pos;                 /* bytes done */
+  uint32_t piece;               /* bytes in the current piece */
+  uint32_t have;                /* payload bytes of this piece received */
+  int err;                      /* negative errno to report */
+  bool discard;                 /* drain a rejected write's payload */
+  bool final;                   /* the queued piece ends the request */
+  void *buf;                    /* the slot's data buffer */
+  /* The queued piece: a header and optional data. */
+  unsigned char hdr[40];
+  uint32_t hdr_len, data_len, sent;
+};
+
+enum conn_phase { PHASE_HANDSHAKE, PHASE_TRANSMISSION };
+
+struct nbd_loop;
+
+struct conn {
+  struct nbd_loop *nl;
+  struct conn *next_free;
+  int fd;
+  bool in_use;
+  bool dead;                    /* socket failed: drop replies */
+  bool read_done;               /* no more input wanted (EOF, DISC, stop) */
+  enum conn_phase phase;
+  char peer[64];
+
+  /* Input. */
+  unsigned char rbuf[CONN_RBUF];
+  uint32_t rstart, rend;
+  bool recv_busy;
+  struct loop_event recv_ev;
+  struct req *rx_req;           /* a write whose payload is arriving */
+  struct loop_work input_work;
+  bool waiting_slot;
+  bool hogging;                 /* parked: half the pool, replies stuck */
+  struct conn *wait_next;
+  time_t started;               /* for the handshake timeout */
+
+  /* Handshake. */
+  int hs_state;
+  uint32_t cflags, opt, optlen;
+  uint64_t discard;
+  unsigned char tbuf[CONN_TBUF];
+  uint32_t tlen, toff;
+  bool after_reply_go, after_reply_close;
+  bool structured;
+  bool meta_base_alloc;
+  const struct export *meta_export;
+
+  /* Transmission. */
+  const struct export *exp;
+  struct backend *b;
+  uint16_t tflags;
+  unsigned inflight;            /* slots held */
+
+  /* Replies. */
+  struct req *sq_head, **sq_tail;
+  struct req *stream_owner;     /* a reply split over pieces, half sent */
+  bool send_busy;
+  struct loop_event send_ev;
+  struct loop_work send_work;
+  struct iovec iov[SEND_BATCH];
+  struct msghdr msg;
+};
+
+struct nbd_loop {
+  struct loop loop;
+  struct request_pool pool;
+  struct conn *conns;
+  unsigned nr_conns;
+  struct conn *free_conns;
+  struct conn *wait_head, *wait_tail;  /* waiting for a slot */
+  bool stopping;
+  unsigned active;              /* conns in use (loop thread's view) */
+  unsigned fair_share;          /* slots one connection may hold while its
+                                 * replies are not draining */
+  unsigned handshake_timeout;   /* seconds */
+  struct loop_event tick_ev;    /* 1 s timer */
+  struct __kernel_timespec tick;
+  /* Hand-off from the main thread. */
+  pthread_mutex_t handoff_lock;
+  struct handoff { int fd; char peer[64]; } *handoff;
+  unsigned nr_handoff;
+  atomic_uint assigned;         /* conns given to this loop, not yet closed */
+};
+
+/* Exports, shared read-only by all loops. */
+extern const struct export *server_exports;
+extern size_t server_nr_exports;
+const struct export *server_find_export (const char *name, size_t len);
+
+/* conn.c */
+void conn_init (struct conn *c, struct nbd_loop *nl, int fd, const char *peer);
+void conn_input (struct conn *c);
+void conn_schedule_input (struct conn *c);
+void conn_recv_payload (struct conn *c, void *dst, uint32_t len);
+void conn_send_tbuf (struct conn *c);
+void conn_queue_reply (struct conn *c, struct req *r);
+void conn_fail (struct conn *c);
+void conn_maybe_close (struct conn *c);
+void conn_stop_reading (struct conn *c);
+uint32_t conn_avail (const struct conn *c);
+
+/* handshake.c: 1 progress, 0 need more input, -1 closed. */
+void handshake_start (struct conn *c);
+int handshake_step (struct conn *c);
+
+/* transmission.c: 1 progress, 0 need more input, 2 blocked on the pool. */
+int transmission_step (struct conn *c);
+void transmission_payload (struct req *r, int res);
+void transmission_piece_sent (struct req *r);
+void req_release (struct req *r);
+uint16_t transmission_flags (const struct export *e, bool structured);
+
+#endif

@@ -1,0 +1,80 @@
+/* The ublk kernel interface.  Debian 12's <linux/ublk_cmd.h> is the 6.1
+ * version: its structures are the ones we use (layout-compatible with later
+ * kernels), but it lacks the ioctl-encoded command numbers, GET_FEATURES and
+ * the newer feature bits, which are defined here from the UAPI as of 6.12.
+ * Everything is guarded, so a newer header wins. */
+#ifndef UBDKIT_UBLK_UAPI_H
+#define UBDKIT_UBLK_UAPI_H
+
+#include <linux/ioctl.h>
+#include <linux/ublk_cmd.h>
+
+#ifndef UBLK_CMD_GET_DEV_INFO2
+#define UBLK_CMD_GET_DEV_INFO2 0x12
+#endif
+
+#ifndef UBLK_U_CMD_ADD_DEV
+#define UBLK_U_CMD_GET_DEV_INFO \
+  _IOR ('u', UBLK_CMD_GET_DEV_INFO, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_ADD_DEV \
+  _IOWR ('u', UBLK_CMD_ADD_DEV, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_DEL_DEV \
+  _IOWR ('u', UBLK_CMD_DEL_DEV, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_START_DEV \
+  _IOWR ('u', UBLK_CMD_START_DEV, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_STOP_DEV \
+  _IOWR ('u', UBLK_CMD_STOP_DEV, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_SET_PARAMS \
+  _IOWR ('u', UBLK_CMD_SET_PARAMS, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_GET_PARAMS \
+  _IOR ('u', UBLK_CMD_GET_PARAMS, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_START_USER_RECOVERY \
+  _IOWR ('u', UBLK_CMD_START_USER_RECOVERY, struct ublksrv_ctrl_cmd)
+#define UBLK_U_CMD_END_USER_RECOVERY \
+  _IOWR ('u', UBLK_CMD_END_USER_RECOVERY, struct ublksrv_ctrl_cmd)
+#endif
+#ifndef UBLK_U_CMD_GET_FEATURES
+#define UBLK_U_CMD_GET_FEATURES _IOR ('u', 0x13, struct ublksrv_ctrl_cmd)
+#endif
+#ifndef UBLK_U_CMD_DEL_DEV_ASYNC
+#define UBLK_U_CMD_DEL_DEV_ASYNC _IOR ('u', 0x14, struct ublksrv_ctrl_cmd)
+#endif
+#ifndef UBLK_U_IO_FETCH_REQ
+#define UBLK_U_IO_FETCH_REQ \
+  _IOWR ('u', UBLK_IO_FETCH_REQ, struct ublksrv_io_cmd)
+#define UBLK_U_IO_COMMIT_AND_FETCH_REQ \
+  _IOWR ('u', UBLK_IO_COMMIT_AND_FETCH_REQ, struct ublksrv_io_cmd)
+#endif
+
+#ifndef UBLK_F_UNPRIVILEGED_DEV
+#define UBLK_F_UNPRIVILEGED_DEV (1ULL << 5)
+#endif
+#ifndef UBLK_F_CMD_IOCTL_ENCODE
+#define UBLK_F_CMD_IOCTL_ENCODE (1ULL << 6)
+#endif
+#ifndef UBLK_F_USER_COPY
+#define UBLK_F_USER_COPY (1ULL << 7)
+#endif
+#ifndef UBLK_F_ZONED
+#define UBLK_F_ZONED (1ULL << 8)
+#endif
+#ifndef UBLK_F_USER_RECOVERY_FAIL_IO
+#define UBLK_F_USER_RECOVERY_FAIL_IO (1ULL << 9)
+#endif
+#ifndef UBLK_F_UPDATE_SIZE
+#define UBLK_F_UPDATE_SIZE (1ULL << 10)
+#endif
+#ifndef UBLK_F_AUTO_BUF_REG
+#define UBLK_F_AUTO_BUF_REG (1ULL << 11)
+#endif
+#ifndef UBLK_F_QUIESCE
+#define UBLK_F_QUIESCE (1ULL << 12)
+#endif
+#ifndef UBLK_F_PER_IO_DAEMON
+#define UBLK_F_PER_IO_DAEMON (1ULL << 13)
+#endif
+#ifndef UBLK_S_DEV_FAIL_IO
+#define UBLK_S_DEV_FAIL_IO 3
+#endif
+
+#endif

@@ -1,0 +1,492 @@
+/* nbdkit: host an nbdkit plugin (API version 1 or 2) as a ubdkit backend.
+ *
+ *   ubdkit serve nbdkit:memory size=1G
+ *   ubdkit serve nbdkit:/path/to/plugin.so key=value ...
+ *
+ * The plugin's life follows nbdkit's call order: config stage (before any
+ * fork) load, config per argument, config_complete, thread_model,
+ * get_ready; open stage (after ubdkit daemonized) after_fork, preconnect,
+ * default_export, open, get_size and every can_* query, asked once and
+ * cached; then the data callbacks; at exit close, cleanup, unload, dlclose.
+ *
+ * One plugin handle serves every client: ubdkit's backend interface has one
+ * handle per backend, not per connection (README.md says what that means).
+ * Thread models: anything short of PARALLEL serializes every call with one
+ * mutex, because all clients share the handle.
+ *
+ * Data callbacks return 0 or -errno; the errno of a plugin failure is
+ * nbdkit's: nbdkit_set_error's value (per thread, reset before each call),
+ * else errno if the plugin has errno_is_preserved, else EIO.  What nbdkit
+ * emulates we emulate: FUA by a flush after the write, write-zeroes by
+ * writes of zeros, cache by reads, block status by "all data".
+ */
+#include <config.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "plughost.h"
+
+#define MAX_REQUEST (32 * 1024 * 1024)  /* ubdkit's largest read or write */
+
+#ifndef NBDKIT_PLUGINDIR
+#error "NBDKIT_PLUGINDIR must be defined (pkg-config --variable=plugindir nbdkit)"
+#endif
+
+
+
+/* Loading and configuration. */
+
+/* NAME is a short name (memory → PLUGINDIR/nbdkit-memory-plugin.so) or,
+ * with a '/' in it, a path. */
+static char *
+plugin_path (const char *name)
+{
+  char *path;
+
+  if (strchr (name, '/'))
+    path = strdup (name);
+  else if (asprintf (&path, "%s/nbdkit-%s-plugin.so", NBDKIT_PLUGINDIR,
+                     name) == -1)
+    path = NULL;
+  if (!path)
+    fatal ("malloc: %m");
+  return path;
+}
+
+static int
+check_plugin (struct plughost *h)
+{
+  const struct nbdkit_plugin *p = &h->p;
+  const char *missing = !p->name ? "name" : !p->open ? "open"
+    : !p->get_size ? "get_size" : !p->pread && !p->_pread_v1 ? "pread" : NULL;
+
+  if (missing) {
+    log_error ("nbdkit: %s: plugin must have a .%s callback", h->filename,
+               missing);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+plughost_load (struct plughost *h, const char *name)
+{
+  const struct nbdkit_plugin *(*init) (void);
+  const struct nbdkit_plugin *p;
+
+  if (!name || !*name) {
+    log_error ("nbdkit: no plugin named (nbdkit:NAME or nbdkit:/path.so)");
+    return -1;
+  }
+  if (plughost_check_exports () == -1)
+    return -1;
+  h->filename = plugin_path (name);
+  h->dl = dlopen (h->filename, RTLD_NOW | RTLD_GLOBAL);
+  if (!h->dl) {
+    log_error ("nbdkit: cannot open plugin: %s", dlerror ());
+    return -1;
+  }
+  init = (const struct nbdkit_plugin *(*) (void)) dlsym (h->dl, "plugin_init");
+  if (!init) {
+    log_error ("nbdkit: %s: not an nbdkit plugin (no plugin_init)",
+               h->filename);
+    return -1;
+  }
+  p = init ();
+  if (!p) {
+    log_error ("nbdkit: %s: plugin registration function failed",
+               h->filename);
+    return -1;
+  }
+  if (p->_api_version < 1 || p->_api_version > 2) {
+    log_error ("nbdkit: %s: plugin API version %d is not supported (1 or 2)",
+               h->filename, p->_api_version);
+    return -1;
+  }
+  /* An older plugin has a shorter struct: the fields it lacks stay NULL. */
+  memcpy (&h->p, p, p->_struct_size < sizeof h->p ? p->_struct_size
+                                                   : sizeof h->p);
+  if (check_plugin (h) == -1)
+    return -1;
+  plughost_set_plugin_name (h->p.name);
+  if (h->p.load)
+    h->p.load ();
+  h->loaded = true;
+  return 0;
+}
+
+/* nbdkit's rule for "key=value": the key is a letter followed by letters,
+ * digits, '_', '-' or '.'; anything else is a bare value (a path with an
+ * '=' in it) for the magic config key. */
+static bool
+is_config_key (const char *s, size_t n)
+{
+  if (n == 0 || !((*s | 0x20) >= 'a' && (*s | 0x20) <= 'z'))
+    return false;
+  for (size_t i = 1; i < n; i++)
+    if (!strchr ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                 "0123456789_-.", s[i]))
+      return false;
+  return true;
+}
+
+/* Plugins may keep the key and value pointers they get (eval does): in
+ * nbdkit they point into argv.  Ours point into a copy of the argument
+ * kept until unload. */
+static int
+config_one (struct plughost *h, const char *arg)
+{
+  char *copy = strdup (arg), *eq;
+  int r;
+
+  if (!copy)
+    fatal ("strdup: %m");
+  h->words[h->nr_words++] = copy;
+  if (!h->p.config) {
+    log_error ("nbdkit: %s: this plugin does not need command line "
+               "configuration (got '%s')", h->p.name, arg);
+    return -1;
+  }
+  eq = strchr (copy, '=');
+  if (eq && is_config_key (copy, eq - copy)) {
+    *eq = '\0';
+    r = h->p.config (copy, eq + 1);
+  }
+  else if (h->p.magic_config_key)
+    r = h->p.config (h->p.magic_config_key, copy);
+  else {
+    log_error ("nbdkit: %s: expected key=value, got '%s'", h->p.name, arg);
+    return -1;
+  }
+  if (r == -1)
+    log_error ("nbdkit: %s: the plugin rejected '%s'", h->p.name, arg);
+  return r == -1 ? -1 : 0;
+}
+
+static int
+plughost_thread_model (struct plughost *h)
+{
+  int model = h->p._thread_model;
+
+  if (h->p.thread_model) {
+    int r = h->p.thread_model ();
+    if (r == -1) {
+      log_error ("nbdkit: %s: thread_model failed", h->p.name);
+      return -1;
+    }
+    if (r < model)
+      model = r;
+  }
+  h->serialize = model != NBDKIT_THREAD_MODEL_PARALLEL;
+  log_debug ("nbdkit: %s: thread model %d (%s)", h->p.name, model,
+             h->serialize ? "calls serialized" : "parallel");
+  return 0;
+}
+
+static int
+plughost_configure (struct plughost *h, const struct backend_param *p,
+                    size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (config_one (h, p[i].value) == -1)
+      return -1;
+  if (h->p.config_complete && h->p.config_complete () == -1) {
+    log_error ("nbdkit: %s: configuration failed (config_complete)",
+               h->p.name);
+    return -1;
+  }
+  plughost_set_configured ();
+  if (plughost_thread_model (h) == -1)
+    return -1;
+  if (h->p.get_ready && h->p.get_ready () == -1) {
+    log_error ("nbdkit: %s: get_ready failed", h->p.name);
+    return -1;
+  }
+  h->ready = true;
+  return 0;
+}
+
+static void plughost_close (void *hv);
+
+/* params[0] is the plugin (the text after "nbdkit:"), the rest the
+ * arguments as given (backend.h: hosts get raw words). */
+static void *
+plughost_config (const struct backend_param *params, size_t n, bool readonly)
+{
+  struct plughost *h = calloc (1, sizeof *h);
+
+  if (!h)
+    fatal ("calloc: %m");
+  h->readonly = readonly;
+  h->words = calloc (n, sizeof *h->words);
+  if (!h->words)
+    fatal ("calloc: %m");
+  pthread_mutex_init (&h->lock, NULL);
+  if (plughost_load (h, n > 0 ? params[0].value : NULL) == -1 ||
+      plughost_configure (h, params + 1, n - 1) == -1) {
+    plughost_close (h);
+    return NULL;
+  }
+  return h;
+}
+
+static void
+plughost_close (void *hv)
+{
+  struct plughost *h = hv;
+
+  if (h->handle && h->p.close)
+    h->p.close (h->handle);
+  if (h->ready && h->p.cleanup)
+    h->p.cleanup ();
+  if (h->loaded && h->p.unload)
+    h->p.unload ();
+  plughost_set_plugin_name ("nbdkit");
+  plughost_set_export_name (NULL);
+  plughost_intern_free_all ();
+#ifndef __SANITIZE_ADDRESS__
+  /* Under ASan the plugin stays mapped: memory its globals still hold at
+   * unload (a plugin's business, as in nbdkit) would otherwise be reported
+   * as our leak, with no symbols.  nbdkit skips dlclose under valgrind for
+   * the same reason. */
+  if (h->dl)
+    dlclose (h->dl);
+#endif
+  for (size_t i = 0; i < h->nr_words; i++)
+    free (h->words[i]);
+  free (h->words);
+  pthread_mutex_destroy (&h->lock);
+  free (h->filename);
+  free (h);
+}
+
+
+/* The open stage: after ubdkit forked, before it serves. */
+
+/* A can_* query: the plugin's answer normalized to 0/1, or DFLT when it
+ * has no such callback; -1 after logging if it failed. */
+static int
+ask (struct plughost *h, const char *what, int (*fn) (void *), int dflt)
+{
+  int r;
+
+  if (!fn)
+    return dflt;
+  r = fn (h->handle);
+  if (r == -1)
+    log_error ("nbdkit: %s: %s failed", h->p.name, what);
+  return r == -1 ? -1 : r != 0;
+}
+
+/* The same for the tri-state answers (NBDKIT_FUA_*, NBDKIT_CACHE_*). */
+static int
+ask3 (struct plughost *h, const char *what, int (*fn) (void *), int dflt)
+{
+  int r;
+
+  if (!fn)
+    return dflt;
+  r = fn (h->handle);
+  if (r == -1)
+    log_error ("nbdkit: %s: %s failed", h->p.name, what);
+  return r < 0 ? -1 : r > 2 ? 2 : r;
+}
+
+/* nbdkit's defaults: a capability the plugin does not ask about follows
+ * from the callbacks it has; zero and FUA are emulated when it lacks them
+ * (zero with writes, FUA with flush). */
+static int
+query_write_caps (struct plughost *h, uint32_t *caps)
+{
+  const struct nbdkit_plugin *p = &h->p;
+  int trim, zero, fast, fua;
+
+  trim = ask (h, "can_trim", p->can_trim, p->trim || p->_trim_v1);
+  zero = ask (h, "can_zero", p->can_zero, p->zero || p->_zero_v1);
+  if (trim == -1 || zero == -1)
+    return -1;
+  h->zero_mode = zero ? NBDKIT_ZERO_NATIVE : NBDKIT_ZERO_EMULATE;
+  /* Without a native zero, a fast zero fails at once: that is fast. */
+  fast = ask (h, "can_fast_zero", p->can_fast_zero,
+              !p->zero || h->zero_mode != NBDKIT_ZERO_NATIVE);
+  fua = ask3 (h, "can_fua", p->can_fua,
+              p->flush || p->_flush_v1 ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE);
+  if (fast == -1 || fua == -1)
+    return -1;
+  if (fua == NBDKIT_FUA_NATIVE && p->_api_version == 1)
+    fua = NBDKIT_FUA_EMULATE;   /* v1 callbacks take no flags */
+  h->fua_mode = fua;
+  *caps |= BACKEND_CAN_WRITE | BACKEND_CAN_ZERO |
+           (trim ? BACKEND_CAN_TRIM : 0) | (fast ? BACKEND_CAN_FAST_ZERO : 0) |
+           (fua != NBDKIT_FUA_NONE ? BACKEND_CAN_FUA : 0);
+  return 0;
+}
+
+static int
+query_caps (struct plughost *h)
+{
+  const struct nbdkit_plugin *p = &h->p;
+  uint32_t caps = BACKEND_CAN_EXTENTS;  /* emulated when the plugin can't */
+  int write, flush, rot, mc, ext, cache;
+
+  write = h->readonly ? 0 : ask (h, "can_write", p->can_write,
+                                 p->pwrite || p->_pwrite_v1);
+  flush = ask (h, "can_flush", p->can_flush, p->flush || p->_flush_v1);
+  rot = ask (h, "is_rotational", p->is_rotational, 0);
+  if (write == -1 || flush == -1 || rot == -1 ||
+      (write && query_write_caps (h, &caps) == -1))
+    return -1;
+  mc = ask (h, "can_multi_conn", p->can_multi_conn, 0);
+  ext = ask (h, "can_extents", p->can_extents, p->extents != NULL);
+  cache = ask3 (h, "can_cache", p->can_cache,
+                p->cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE);
+  if (mc == -1 || ext == -1 || cache == -1)
+    return -1;
+  h->can_extents = ext && p->extents;
+  h->cache_mode = cache;
+  h->caps = caps | (flush ? BACKEND_CAN_FLUSH : 0) |
+            (rot ? BACKEND_IS_ROTATIONAL : 0) |
+            (mc ? BACKEND_CAN_MULTI_CONN : 0) |
+            (cache != NBDKIT_CACHE_NONE ? BACKEND_CAN_CACHE : 0);
+  return 0;
+}
+
+static bool is_pow2 (uint32_t x) { return x && !(x & (x - 1)); }
+
+/* The plugin's block size constraints, checked as nbdkit checks them;
+ * ubdkit's own limit caps the maximum. */
+static int
+query_block_size (struct plughost *h)
+{
+  uint32_t min = 0, pref = 0, max = 0;
+
+  h->min_block = 1;
+  h->pref_block = 4096;
+  h->max_block = MAX_REQUEST;
+  if (!h->p.block_size)
+    return 0;
+  if (h->p.block_size (h->handle, &min, &pref, &max) == -1) {
+    log_error ("nbdkit: %s: block_size failed", h->p.name);
+    return -1;
+  }
+  if (min == 0 && pref == 0 && max == 0)
+    return 0;
+  if (!is_pow2 (min) || min > 65536 || !is_pow2 (pref) || pref < 512 ||
+      pref > MAX_REQUEST || pref < min ||
+      (max != UINT32_MAX && (max < pref || max % min))) {
+    log_error ("nbdkit: %s: block_size: invalid minimum %" PRIu32
+               ", preferred %" PRIu32 " or maximum %" PRIu32, h->p.name,
+               min, pref, max);
+    return -1;
+  }
+  h->min_block = min;
+  h->pref_block = pref;
+  h->max_block = max < MAX_REQUEST ? max / min * min : MAX_REQUEST / min * min;
+  return 0;
+}
+
+/* Before open, nbdkit resolves the export name "" through the plugin's
+ * default_export; ubdkit's one connection always asks for "". */
+static int
+plughost_connect (struct plughost *h)
+{
+  const char *name = "";
+
+  if (h->p.after_fork && h->p.after_fork () == -1) {
+    log_error ("nbdkit: %s: after_fork failed", h->p.name);
+    return -1;
+  }
+  if (h->p.preconnect && h->p.preconnect (h->readonly) == -1) {
+    log_error ("nbdkit: %s: preconnect refused the connection", h->p.name);
+    return -1;
+  }
+  if (h->p.default_export) {
+    name = h->p.default_export (h->readonly, 0);
+    if (!name) {
+      log_error ("nbdkit: %s: the default export (\"\") is not permitted",
+                 h->p.name);
+      return -1;
+    }
+  }
+  plughost_set_export_name (name);
+  h->handle = h->p.open (h->readonly);
+  if (!h->handle) {
+    log_error ("nbdkit: %s: open failed", h->p.name);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+plughost_open (void *hv)
+{
+  struct plughost *h = hv;
+
+  if (plughost_connect (h) == -1)
+    return -1;
+  h->size = h->p.get_size (h->handle);
+  if (h->size == -1) {
+    log_error ("nbdkit: %s: get_size failed", h->p.name);
+    return -1;
+  }
+  if (h->size < 0) {
+    log_error ("nbdkit: %s: get_size returned %" PRId64, h->p.name, h->size);
+    return -1;
+  }
+  if (query_caps (h) == -1 || query_block_size (h) == -1)
+    return -1;
+  log_debug ("nbdkit: %s: size %" PRId64 ", caps 0x%" PRIx32, h->p.name,
+             h->size, h->caps);
+  return 0;
+}
+
+static uint64_t
+plughost_get_size (void *hv)
+{
+  return ((struct plughost *) hv)->size;
+}
+
+static uint32_t
+plughost_get_caps (void *hv)
+{
+  return ((struct plughost *) hv)->caps;
+}
+
+static void
+plughost_block_size (void *hv, uint32_t *min, uint32_t *pref, uint32_t *max)
+{
+  struct plughost *h = hv;
+
+  *min = h->min_block;
+  *pref = h->pref_block;
+  *max = h->max_block;
+}
+
+const struct backend_ops plughost_backend_ops = {
+  .name = "nbdkit",
+  .synopsis = "nbdkit:PLUGIN [KEY=VALUE ...]  an nbdkit plugin",
+  .help = "           PLUGIN is a name (nbdkit:memory loads\n"
+          "           " NBDKIT_PLUGINDIR "/nbdkit-memory-plugin.so)\n"
+          "           or a path; arguments go to the plugin's config.\n",
+  .host = true,
+  .config = plughost_config,
+  .open = plughost_open,
+  .close = plughost_close,
+  .get_size = plughost_get_size,
+  .get_caps = plughost_get_caps,
+  .block_size = plughost_block_size,
+  .pread = plughost_io_pread,
+  .pwrite = plughost_io_pwrite,
+  .flush = plughost_io_flush,
+  .trim = plughost_io_trim,
+  .zero = plughost_io_zero,
+  .cache = plughost_io_cache,
+  .extents = plughost_io_extents,
+};

@@ -1,0 +1,92 @@
+/* The nbdkit plugin host: contracts between its files.
+ *
+ * plughost.c is the ubdkit backend that loads and drives one nbdkit plugin;
+ * public.c and extents.c are the nbdkit_* functions the ubdkit executable
+ * exports to that plugin (listed in nbdkit.syms, nothing else is exported).
+ * Internal names use the prefix plughost_: the nbdkit_ prefix is reserved
+ * for the functions plugins call.
+ */
+#ifndef UBDKIT_PLUGHOST_H
+#define UBDKIT_PLUGHOST_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define NBDKIT_API_VERSION 2
+#define HAVE_VFPRINTF_PERCENT_M 1 /* glibc: lets the headers printf-check */
+#include <nbdkit-plugin.h>
+#include <nbdkit-filter.h>
+
+#include "ubdkit/backend.h"
+
+/* One hosted plugin: the backend handle. */
+struct plughost {
+  void *dl;
+  char *filename;
+  struct nbdkit_plugin p;       /* the plugin's struct, zero-extended */
+  char **words;                 /* config arguments, kept until unload */
+  size_t nr_words;
+  bool loaded, ready, readonly;
+  bool serialize;               /* thread model short of PARALLEL */
+  pthread_mutex_t lock;
+  void *handle;                 /* NULL until open succeeded */
+  int64_t size;
+  uint32_t caps;                /* BACKEND_CAN_* */
+  bool can_extents;             /* the plugin's own answer */
+  int zero_mode, fua_mode, cache_mode;  /* NBDKIT_ZERO_* ... */
+  uint32_t min_block, pref_block, max_block;
+};
+
+/* An extents list as plugins see it.  On the data path it writes straight
+ * into the request's preallocated struct backend_extents (out points to
+ * it); one made by nbdkit_extents_new owns a growable array (out == &own). */
+struct nbdkit_extents {
+  struct backend_extents *out;
+  struct backend_extents own;
+  int64_t next;                 /* where the next extent must start; -1 */
+};
+
+/* Wrap the request's extents array E for a plugin's extents callback. */
+void plughost_extents_wrap (struct nbdkit_extents *x,
+                            struct backend_extents *e);
+
+/* The per-thread error of nbdkit_set_error: reset before each plugin
+ * call, read after a failure. */
+void plughost_error_reset (void);
+int plughost_error_get (void);
+
+/* Set while the calling thread runs a data-path callback, so nbdkit_error
+ * is rate limited there (a plugin may fail every request). */
+void plughost_set_in_request (bool in);
+
+/* State the public functions report; set by plughost.c. */
+void plughost_set_plugin_name (const char *name);  /* kept, not copied */
+void plughost_set_configured (void);               /* after config_complete */
+/* The export name the plugin sees (NULL: no connection yet, as before
+ * open in nbdkit).  The string is kept, not copied. */
+void plughost_set_export_name (const char *name);
+
+/* Check that the executable exports every nbdkit_* function to plugins
+ * (and links them in: the table references each one).  Returns 0, or -1
+ * after logging the first missing one. */
+int plughost_check_exports (void);
+
+/* Free the strings of nbdkit_*_intern: at unload, after the plugin's last
+ * callback. */
+void plughost_intern_free_all (void);
+
+/* The data-path callbacks of the backend (plughost-io.c): 0 or -errno. */
+int plughost_io_pread (void *h, void *buf, uint32_t count, uint64_t offset);
+int plughost_io_pwrite (void *h, const void *buf, uint32_t count,
+                        uint64_t offset, uint32_t flags);
+int plughost_io_flush (void *h);
+int plughost_io_trim (void *h, uint32_t count, uint64_t offset,
+                      uint32_t flags);
+int plughost_io_zero (void *h, uint32_t count, uint64_t offset,
+                      uint32_t flags);
+int plughost_io_cache (void *h, uint32_t count, uint64_t offset);
+int plughost_io_extents (void *h, uint32_t count, uint64_t offset,
+                         uint32_t flags, struct backend_extents *e);
+
+#endif /* UBDKIT_PLUGHOST_H */
