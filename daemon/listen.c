@@ -38,16 +38,32 @@ listen_unix (struct listeners *ls, const char *path)
     log_error ("-U %s: socket path too long", ls->unix_path);
     return -1;
   }
-  strcpy (sun.sun_path, ls->unix_path);
   /* A stale socket from a previous run is replaced; anything else is not. */
-  if (lstat (ls->unix_path, &st) == 0 && S_ISSOCK (st.st_mode))
-    unlink (ls->unix_path);
+  if (lstat (ls->unix_path, &st) == 0 && !S_ISSOCK (st.st_mode)) {
+    log_error ("-U %s: exists and is not a socket", ls->unix_path);
+    free (ls->unix_path);
+    ls->unix_path = NULL;
+    return -1;
+  }
+  /* Bind a temporary name and rename it into place once listening, so the
+   * socket never appears before it accepts: a client that waits for the
+   * file and then connects is never refused. */
+  if ((size_t) snprintf (sun.sun_path, sizeof sun.sun_path, "%s.%d",
+                         ls->unix_path, (int) getpid ())
+      >= sizeof sun.sun_path)
+    strcpy (sun.sun_path, ls->unix_path);  /* no room: bind in place */
+  unlink (sun.sun_path);
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd == -1 || bind (fd, (struct sockaddr *) &sun, sizeof sun) == -1 ||
-      listen (fd, SOMAXCONN) == -1) {
+      listen (fd, SOMAXCONN) == -1 ||
+      (strcmp (sun.sun_path, ls->unix_path) != 0 &&
+       rename (sun.sun_path, ls->unix_path) == -1)) {
     log_error ("-U %s: %m", ls->unix_path);
-    if (fd >= 0)
+    if (fd >= 0) {
+      if (strcmp (sun.sun_path, ls->unix_path) != 0)
+        unlink (sun.sun_path);
       close (fd);
+    }
     free (ls->unix_path);
     ls->unix_path = NULL;
     return -1;

@@ -164,7 +164,10 @@ conn_input (struct conn *c)
 static void
 input_work (struct loop_work *w)
 {
-  conn_input (container_of (w, struct conn, input_work));
+  struct conn *c = container_of (w, struct conn, input_work);
+
+  conn_input (c);
+  conn_maybe_close (c);
 }
 
 void
@@ -245,7 +248,11 @@ send_work (struct loop_work *w)
   struct io_uring_sqe *sqe;
   int n = 0;
 
-  if (c->send_busy || c->dead || !c->sq_head)
+  if (c->dead) {
+    conn_maybe_close (c);
+    return;
+  }
+  if (c->send_busy || !c->sq_head)
     return;
   if (c->stream_owner && c->sq_head != c->stream_owner)
     return;                     /* wait for the owner's next piece */
@@ -326,6 +333,11 @@ send_done (struct loop_event *ev, int res, uint32_t flags)
 void
 conn_fail (struct conn *c)
 {
+  /* Shut the socket down first: releasing the replies below may close the
+   * connection, and its fd number may then belong to a new client at once
+   * (the main thread accepts concurrently). */
+  if (!c->dead)
+    shutdown (c->fd, SHUT_RDWR);  /* ends any recv in flight */
   c->dead = true;
   conn_stop_reading (c);
   while (c->sq_head) {
@@ -337,8 +349,6 @@ conn_fail (struct conn *c)
   c->stream_owner = NULL;
   if (!c->send_busy)
     c->tlen = c->toff = 0;
-  /* Any recv in flight, or posted later for a write's payload, ends now. */
-  shutdown (c->fd, SHUT_RDWR);
   conn_maybe_close (c);
 }
 
@@ -352,6 +362,8 @@ conn_maybe_close (struct conn *c)
     return;
   if (c->waiting_slot)
     return;                     /* still on the wait list */
+  if (c->input_work.queued || c->send_work.queued)
+    return;                     /* the work calls us again when it runs */
   log_debug ("%s: closed", c->peer);
   close (c->fd);
   c->in_use = false;
