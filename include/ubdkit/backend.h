@@ -26,6 +26,7 @@
 #include "ubdkit/event.h"
 
 struct io_uring;
+struct iovec;
 struct loop;
 
 /* Request types, shared by both frontends. */
@@ -162,6 +163,21 @@ struct backend_ops {
    * could not be queued (done is not called).  Ops it does not take
    * (returns -ENOSYS) go through the synchronous callbacks. */
   int (*submit) (void *h, struct io_uring *ring, struct backend_io *io);
+
+  /* Optional direct access, for backends whose storage is the data itself
+   * (memory): describe [offset, offset+count) as at most MAX iovecs into
+   * the backend's own storage, so a frontend sends a READ's reply from it
+   * or receives a WRITE's payload into it without a copy.  For a WRITE,
+   * holes get fresh zeroed storage first (may fail with -ENOSPC), and the
+   * write is complete, and as durable as FUA asks, once the bytes are in
+   * place.  Returns the number of iovecs; 0 when the range does not fit
+   * in MAX or (READ) has holes: the caller then uses pread/pwrite; or a
+   * negative errno.  The storage stays with the range (trim and zero do
+   * not free it) until unmap is called with the same iovecs.  Runs on the
+   * calling thread and never blocks. */
+  int (*map) (void *h, enum backend_op op, uint32_t count, uint64_t offset,
+              struct iovec *iov, unsigned max);
+  void (*unmap) (void *h, const struct iovec *iov, unsigned n);
 };
 
 /* A backend opened for serving: ops + handle + cached answers. */
@@ -214,6 +230,13 @@ int backend_call (const struct backend *b, struct backend_io *io,
  * once, on L's thread (possibly before this returns). */
 void backend_start (const struct backend *b, struct loop *l,
                     struct backend_io *io);
+
+/* Direct access to a checked range (see backend_ops.map): the number of
+ * iovecs, 0 if the backend cannot (the caller copies), or -errno. */
+int backend_map (const struct backend *b, enum backend_op op, uint32_t count,
+                 uint64_t offset, struct iovec *iov, unsigned max);
+void backend_unmap (const struct backend *b, const struct iovec *iov,
+                    unsigned n);
 
 /* Worker threads for backends that block, started before serving: N
  * threads, all created now.  Returns 0 or -1 after logging. */

@@ -328,6 +328,22 @@ backend_start (const struct backend *b, struct loop *l,
 }
 
 int
+backend_map (const struct backend *b, enum backend_op op, uint32_t count,
+             uint64_t offset, struct iovec *iov, unsigned max)
+{
+  if (!b->ops->map || (op != BACKEND_OP_READ && op != BACKEND_OP_WRITE))
+    return 0;
+  return b->ops->map (b->h, op, count, offset, iov, max);
+}
+
+void
+backend_unmap (const struct backend *b, const struct iovec *iov, unsigned n)
+{
+  if (n)
+    b->ops->unmap (b->h, iov, n);
+}
+
+int
 backend_extents_add (struct backend_extents *e, uint64_t offset,
                      uint64_t length, uint32_t type)
 {

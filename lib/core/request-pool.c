@@ -11,20 +11,7 @@
 
 #include "log.h"
 #include "request-pool.h"
-
-static void *
-map_prefaulted (size_t len)
-{
-  void *p = mmap (NULL, len, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  if (p == MAP_FAILED)
-    return NULL;
-  /* A fork (--run, a supervisor) must not make these pages copy-on-write:
-   * the next write to them would then need a fresh page. */
-  madvise (p, len, MADV_DONTFORK);
-  memset (p, 0, len);           /* MAP_POPULATE may be best effort */
-  return p;
-}
+#include "resident.h"
 
 int
 request_pool_init (struct request_pool *p, size_t nr_slots, size_t slot_size,
@@ -47,8 +34,8 @@ request_pool_init (struct request_pool *p, size_t nr_slots, size_t slot_size,
   p->nr_slots = nr_slots;
   p->slot_size = slot_size;
   p->buf_size = buf_size;
-  p->slots = map_prefaulted ((nr_slots * slot_size + page - 1) & ~(page - 1));
-  p->bufs = map_prefaulted (nr_slots * buf_size);
+  p->slots = resident_map ((nr_slots * slot_size + page - 1) & ~(page - 1));
+  p->bufs = resident_map (nr_slots * buf_size);
   p->free = calloc (nr_slots, sizeof *p->free);
   if (!p->slots || !p->bufs || !p->free) {
     log_error ("request pool: cannot reserve %zu slots of %zu bytes: %m",

@@ -103,6 +103,39 @@ conn_recv_payload (struct conn *c, void *dst, uint32_t len)
   post_recv (c, dst, len, MSG_WAITALL);
 }
 
+/* Put in DST (room for MAX) the bytes of SRC[0..nsrc) after the first
+ * SKIP; returns the number of iovecs used. */
+unsigned
+iov_tail (struct iovec *dst, unsigned max, const struct iovec *src,
+          unsigned nsrc, size_t skip)
+{
+  unsigned n = 0;
+
+  for (unsigned i = 0; i < nsrc && n < max; i++) {
+    if (skip >= src[i].iov_len) {
+      skip -= src[i].iov_len;
+      continue;
+    }
+    dst[n++] = (struct iovec) { (char *) src[i].iov_base + skip,
+                                src[i].iov_len - skip };
+    skip = 0;
+  }
+  return n;
+}
+
+/* The rest of a write's payload, straight into the backend's storage. */
+void
+conn_recv_payload_mapped (struct conn *c, struct req *r)
+{
+  struct io_uring_sqe *sqe = loop_sqe (&c->nl->loop, &c->recv_ev);
+
+  memset (&c->rmsg, 0, sizeof c->rmsg);
+  c->rmsg.msg_iov = c->riov;
+  c->rmsg.msg_iovlen = iov_tail (c->riov, REQ_IOV, r->iov, r->niov, r->have);
+  io_uring_prep_recvmsg (sqe, c->fd, &c->rmsg, MSG_WAITALL);
+  c->recv_busy = true;
+}
+
 static void
 recv_done (struct loop_event *ev, int res, uint32_t flags)
 {
@@ -256,7 +289,8 @@ send_work (struct loop_work *w)
     return;
   if (c->stream_owner && c->sq_head != c->stream_owner)
     return;                     /* wait for the owner's next piece */
-  for (struct req *r = c->sq_head; r && n + 2 <= SEND_BATCH; r = r->next) {
+  for (struct req *r = c->sq_head;
+       r && n + 1 + (r->niov ? r->niov : 1) <= SEND_BATCH; r = r->next) {
     uint32_t skip = r->sent;
     if (skip < r->hdr_len) {
       c->iov[n++] = (struct iovec) { r->hdr + skip, r->hdr_len - skip };
@@ -264,7 +298,9 @@ send_work (struct loop_work *w)
     }
     else
       skip -= r->hdr_len;
-    if (r->data_len > skip)
+    if (r->niov)
+      n += iov_tail (c->iov + n, SEND_BATCH - n, r->iov, r->niov, skip);
+    else if (r->data_len > skip)
       c->iov[n++] = (struct iovec) { (char *) r->buf + skip,
                                      r->data_len - skip };
     if (c->stream_owner || !r->final)

@@ -23,6 +23,7 @@
 #define CONN_RBUF   8192        /* input buffer: headers, options, names */
 #define CONN_TBUF   10240       /* handshake reply buffer */
 #define SEND_BATCH  64          /* iovecs in one sendmsg */
+#define REQ_IOV     16          /* a mapped piece: iovecs into the backend */
 
 struct conn;
 
@@ -43,6 +44,10 @@ struct req {
   bool discard;                 /* drain a rejected write's payload */
   bool final;                   /* the queued piece ends the request */
   void *buf;                    /* the slot's data buffer */
+  /* The current piece mapped in the backend's storage (backend_map): the
+   * data is sent from, or received into, these instead of buf. */
+  struct iovec iov[REQ_IOV];
+  unsigned niov;
   /* The queued piece: a header and optional data. */
   unsigned char hdr[40];
   uint32_t hdr_len, data_len, sent;
@@ -68,6 +73,8 @@ struct conn {
   bool recv_busy;
   struct loop_event recv_ev;
   struct req *rx_req;           /* a write whose payload is arriving */
+  struct iovec riov[REQ_IOV];   /* rest of a mapped payload to receive */
+  struct msghdr rmsg;
   struct loop_work input_work;
   bool waiting_slot;
   bool hogging;                 /* parked: half the pool, replies stuck */
@@ -132,6 +139,9 @@ void conn_init (struct conn *c, struct nbd_loop *nl, int fd, const char *peer);
 void conn_input (struct conn *c);
 void conn_schedule_input (struct conn *c);
 void conn_recv_payload (struct conn *c, void *dst, uint32_t len);
+void conn_recv_payload_mapped (struct conn *c, struct req *r);
+unsigned iov_tail (struct iovec *dst, unsigned max, const struct iovec *src,
+                   unsigned nsrc, size_t skip);
 void conn_send_tbuf (struct conn *c);
 void conn_queue_reply (struct conn *c, struct req *r);
 void conn_fail (struct conn *c);

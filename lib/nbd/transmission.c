@@ -72,12 +72,23 @@ transmission_flags (const struct export *e, bool structured)
   return f;
 }
 
+/* Give a mapped piece's storage back to the backend. */
+static void
+unmap_piece (struct req *r)
+{
+  if (r->niov) {
+    backend_unmap (r->c->b, r->iov, r->niov);
+    r->niov = 0;
+  }
+}
+
 void
 req_release (struct req *r)
 {
   struct conn *c = r->c;
   struct nbd_loop *nl = c->nl;
 
+  unmap_piece (r);
   request_pool_put (&nl->pool, r);
   c->inflight--;
   /* Backpressure ends: let the first waiting connection take the slot. */
@@ -208,10 +219,19 @@ read_piece_done (struct backend_io *io, int res)
 static void
 start_read_piece (struct req *r)
 {
+  int n;
   uint32_t left = r->count - r->pos;
   uint32_t bufsz = r->c->nl->pool.buf_size;
 
   r->piece = left < bufsz ? left : bufsz;
+  /* Straight from the backend's storage when it allows: one copy less. */
+  n = backend_map (r->c->b, BACKEND_OP_READ, r->piece, r->offset + r->pos,
+                   r->iov, REQ_IOV);
+  if (n > 0) {
+    r->niov = n;
+    read_piece_done (&r->io, 0);
+    return;
+  }
   call_backend (r, BACKEND_OP_READ, r->buf, r->piece, r->offset + r->pos,
                 read_piece_done);
 }
@@ -224,6 +244,7 @@ transmission_piece_sent (struct req *r)
     req_release (r);
     return;
   }
+  unmap_piece (r);
   r->pos += r->piece;
   start_read_piece (r);
 }
@@ -262,7 +283,11 @@ write_piece_ready (struct req *r)
     c->rx_req = NULL;
     conn_schedule_input (c);
   }
-  if (r->discard)
+  if (r->niov) {
+    unmap_piece (r);          /* the data is in place: nothing to call */
+    write_finish_piece (r);
+  }
+  else if (r->discard)
     write_finish_piece (r);
   else
     call_backend (r, BACKEND_OP_WRITE, r->buf, r->piece, r->offset + r->pos,
@@ -277,25 +302,46 @@ start_write_piece (struct req *r)
   uint32_t bufsz = c->nl->pool.buf_size;
 
   r->piece = left < bufsz ? left : bufsz;
+  if (!r->discard) {
+    /* Straight into the backend's storage when it allows. */
+    int m = backend_map (c->b, BACKEND_OP_WRITE, r->piece,
+                         r->offset + r->pos, r->iov, REQ_IOV);
+    if (m > 0)
+      r->niov = m;
+    else if (m < 0) {
+      r->err = m;
+      r->discard = true;
+    }
+  }
   n = conn_avail (c) < r->piece ? conn_avail (c) : r->piece;
-  memcpy (r->buf, c->rbuf + c->rstart, n);
-  c->rstart += n;
-  r->have = n;
-  c->rx_req = r;
-  if (r->have < r->piece)
-    conn_recv_payload (c, (char *) r->buf + r->have, r->piece - r->have);
+  if (r->niov) {
+    struct iovec dst[REQ_IOV];
+    unsigned nd = iov_tail (dst, REQ_IOV, r->iov, r->niov, 0);
+    const unsigned char *src = c->rbuf + c->rstart;
+    for (unsigned i = 0, done = 0; i < nd && done < n; i++) {
+      uint32_t k = n - done < dst[i].iov_len ? n - done : dst[i].iov_len;
+      memcpy (dst[i].iov_base, src + done, k);
+      done += k;
+    }
+  }
   else
-    write_piece_ready (r);
+    memcpy (r->buf, c->rbuf + c->rstart, n);
+  c->rstart += n;
+  r->have = 0;
+  c->rx_req = r;
+  transmission_payload (r, n);
 }
 
 void
 transmission_payload (struct req *r, int res)
 {
   r->have += res;
-  if (r->have < r->piece)
-    conn_recv_payload (r->c, (char *) r->buf + r->have, r->piece - r->have);
-  else
+  if (r->have == r->piece)
     write_piece_ready (r);
+  else if (r->niov)
+    conn_recv_payload_mapped (r->c, r);
+  else
+    conn_recv_payload (r->c, (char *) r->buf + r->have, r->piece - r->have);
 }
 
 /* BLOCK_STATUS: extents are gathered into the slot buffer and encoded in
@@ -452,6 +498,7 @@ transmission_step (struct conn *c)
     return 2;
   }
   r->c = c;
+  r->niov = 0;
   r->buf = request_pool_buffer (&nl->pool, r);
   r->nflags = get16 (p + 4);
   r->type = get16 (p + 6);

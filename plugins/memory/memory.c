@@ -13,6 +13,12 @@
  * data, as on real disks); filling a hole publishes a fresh chunk with a
  * compare-and-swap; trim and zero, which free chunks, take the write lock so
  * a chunk is never reused while someone still copies from it.
+ *
+ * Direct access (map): the NBD server sends reads straight from the chunks
+ * and receives writes straight into them, one copy instead of two.  A
+ * mapped chunk is pinned (a count per chunk) until unmapped; trim and zero
+ * clear a pinned chunk in place instead of freeing it, so it can never be
+ * handed to another offset while a socket still reads or fills it.
  */
 #include <config.h>
 
@@ -22,9 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 
 #include "ubdkit/backend.h"
 #include "log.h"
+#include "resident.h"
 #include "size.h"
 
 #define CHUNK_SHIFT 12
@@ -37,24 +45,11 @@ struct memory_disk {
   unsigned char *store;         /* reserved chunks */
   uint32_t nr_store;
   uint32_t *free;               /* free stack of store indexes */
+  uint32_t *pins;               /* per store chunk: mappings in use */
   uint32_t nr_free;
   pthread_spinlock_t free_lock;
   pthread_rwlock_t lock;
 };
-
-static void *
-map_reserved (size_t len)
-{
-  void *p = mmap (NULL, len, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  if (p == MAP_FAILED)
-    return NULL;
-  /* A fork (--run, a supervisor) must not make these pages copy-on-write:
-   * the next write to them would then need a fresh page. */
-  madvise (p, len, MADV_DONTFORK);
-  memset (p, 0, len);           /* every page present from now on */
-  return p;
-}
 
 static int
 parse_sizes (const struct backend_param *p, size_t n, uint64_t *size,
@@ -109,10 +104,11 @@ memory_open (void *h)
 {
   struct memory_disk *d = h;
 
-  d->dir = map_reserved ((d->nr_chunks ? d->nr_chunks : 1) * sizeof *d->dir);
-  d->free = map_reserved ((d->nr_store ? d->nr_store : 1) * sizeof *d->free);
-  d->store = map_reserved (d->nr_store ? (size_t) d->nr_store * CHUNK_SIZE : 1);
-  if (!d->dir || !d->free || !d->store) {
+  d->dir = resident_map ((d->nr_chunks ? d->nr_chunks : 1) * sizeof *d->dir);
+  d->free = resident_map ((d->nr_store ? d->nr_store : 1) * sizeof *d->free);
+  d->pins = resident_map ((d->nr_store ? d->nr_store : 1) * sizeof *d->pins);
+  d->store = resident_map (d->nr_store ? (size_t) d->nr_store * CHUNK_SIZE : 1);
+  if (!d->dir || !d->free || !d->pins || !d->store) {
     log_error ("memory: cannot reserve %" PRIu64 " bytes: %m "
                "(reserve=SIZE reserves less)",
                (uint64_t) d->nr_store * CHUNK_SIZE);
@@ -135,6 +131,8 @@ memory_close (void *h)
     munmap (d->dir, (d->nr_chunks ? d->nr_chunks : 1) * sizeof *d->dir);
   if (d->free)
     munmap (d->free, (d->nr_store ? d->nr_store : 1) * sizeof *d->free);
+  if (d->pins)
+    munmap (d->pins, (d->nr_store ? d->nr_store : 1) * sizeof *d->pins);
   if (d->store)
     munmap (d->store, d->nr_store ? (size_t) d->nr_store * CHUNK_SIZE : 1);
   pthread_rwlock_destroy (&d->lock);
@@ -203,9 +201,13 @@ fill_hole (struct memory_disk *d, uint64_t idx, uint32_t off, uint32_t len,
   if (!e)
     return 0;
   c = chunk_ptr (d, e);
-  memset (c, 0, off);
-  memcpy (c + off, src, len);
-  memset (c + off + len, 0, CHUNK_SIZE - off - len);
+  if (!src)
+    memset (c, 0, CHUNK_SIZE);
+  else {
+    memset (c, 0, off);
+    memcpy (c + off, src, len);
+    memset (c + off + len, 0, CHUNK_SIZE - off - len);
+  }
   if (__atomic_compare_exchange_n (&d->dir[idx], &expected, e, false,
                                    __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
     return e;
@@ -213,7 +215,8 @@ fill_hole (struct memory_disk *d, uint64_t idx, uint32_t off, uint32_t len,
   pthread_spin_lock (&d->free_lock);
   d->free[d->nr_free++] = e - 1;
   pthread_spin_unlock (&d->free_lock);
-  memcpy (chunk_ptr (d, expected) + off, src, len);
+  if (src)
+    memcpy (chunk_ptr (d, expected) + off, src, len);
   return expected;
 }
 
@@ -257,7 +260,8 @@ memory_zero (void *h, uint32_t count, uint64_t offset, uint32_t flags)
     uint32_t e = d->dir[idx];
     if (!e)
       continue;
-    if (len == CHUNK_SIZE && may_free) {
+    if (len == CHUNK_SIZE && may_free &&
+        __atomic_load_n (&d->pins[e - 1], __ATOMIC_ACQUIRE) == 0) {
       d->dir[idx] = 0;
       d->free[d->nr_free++] = e - 1;  /* under the write lock */
     }
@@ -272,6 +276,62 @@ static int
 memory_trim (void *h, uint32_t count, uint64_t offset, uint32_t flags)
 {
   return memory_zero (h, count, offset, BACKEND_FLAG_MAY_TRIM);
+}
+
+/* Unpin the chunks under N iovecs (each lies inside the store). */
+static void
+memory_unmap (void *h, const struct iovec *iov, unsigned n)
+{
+  struct memory_disk *d = h;
+
+  for (unsigned i = 0; i < n; i++) {
+    size_t first = ((unsigned char *) iov[i].iov_base - d->store) >> CHUNK_SHIFT;
+    size_t last = ((unsigned char *) iov[i].iov_base - d->store +
+                   iov[i].iov_len - 1) >> CHUNK_SHIFT;
+    for (size_t k = first; k <= last; k++)
+      __atomic_fetch_sub (&d->pins[k], 1, __ATOMIC_RELEASE);
+  }
+}
+
+static int
+memory_map (void *h, enum backend_op op, uint32_t count, uint64_t offset,
+            struct iovec *iov, unsigned max)
+{
+  struct memory_disk *d = h;
+  uint64_t idx;
+  uint32_t off, len;
+  unsigned n = 0;
+  int r = 0;
+
+  /* The read lock keeps trim and zero out while chunks are pinned; once
+   * pinned, they stay ours after it is dropped. */
+  pthread_rwlock_rdlock (&d->lock);
+  FOR_EACH_PIECE (offset, count, idx, off, len) {
+    uint32_t e = __atomic_load_n (&d->dir[idx], __ATOMIC_ACQUIRE);
+    unsigned char *p;
+
+    if (!e && op == BACKEND_OP_READ)
+      goto undo;                /* holes: the caller copies (zeros) */
+    if (!e && !(e = fill_hole (d, idx, 0, CHUNK_SIZE, NULL))) {
+      r = -ENOSPC;
+      goto undo;
+    }
+    p = chunk_ptr (d, e) + off;
+    if (n && (unsigned char *) iov[n - 1].iov_base + iov[n - 1].iov_len == p)
+      iov[n - 1].iov_len += len;
+    else if (n == max)
+      goto undo;                /* too scattered */
+    else
+      iov[n++] = (struct iovec) { p, len };
+    __atomic_fetch_add (&d->pins[e - 1], 1, __ATOMIC_ACQ_REL);
+  }
+  pthread_rwlock_unlock (&d->lock);
+  return n;
+
+ undo:
+  memory_unmap (d, iov, n);
+  pthread_rwlock_unlock (&d->lock);
+  return r;
 }
 
 static int
@@ -313,4 +373,6 @@ const struct backend_ops memory_backend_ops = {
   .trim = memory_trim,
   .zero = memory_zero,
   .extents = memory_extents,
+  .map = memory_map,
+  .unmap = memory_unmap,
 };

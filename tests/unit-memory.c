@@ -1,0 +1,90 @@
+/* The memory backend's direct access (map/unmap), which the NBD server
+ * uses to send reads from and receive writes into the backend's storage:
+ * mapped ranges read and write the right bytes, holes and scattered ranges
+ * are refused (the caller copies), a pinned chunk survives trim and zero
+ * (it is cleared in place, never handed to another offset), and the
+ * reservation is accounted exactly (ENOSPC when it is used up). */
+#include <config.h>
+
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "ubdkit/backend.h"
+#include "unit.h"
+
+#define K 4096
+
+static const struct backend_ops *o = &memory_backend_ops;
+
+static void *
+disk (const char *size, const char *reserve)
+{
+  struct backend_param p[] = { { "size", size }, { "reserve", reserve } };
+  void *h = o->config (p, 2, false);
+
+  if (!h || o->open (h) == -1) {
+    fprintf (stderr, "cannot open memory size=%s reserve=%s\n", size, reserve);
+    exit (1);
+  }
+  return h;
+}
+
+int
+main (void)
+{
+  struct iovec iov[4];
+  unsigned char buf[4 * K], pat[4 * K];
+  void *h = disk ("64K", "12K");         /* 16 chunks, 3 of storage */
+  int n;
+
+  for (size_t i = 0; i < sizeof pat; i++)
+    pat[i] = i * 7 + 1;
+
+  /* A READ of a hole is refused: the caller copies (zeros). */
+  CHECK (o->map (h, BACKEND_OP_READ, K, 0, iov, 4) == 0);
+
+  /* A WRITE mapping allocates zeroed storage; bytes put there are read. */
+  n = o->map (h, BACKEND_OP_WRITE, 100, 4 * K + 10, iov, 4);
+  CHECK (n == 1 && iov[0].iov_len == 100);
+  memcpy (iov[0].iov_base, pat, 100);
+  o->unmap (h, iov, n);
+  CHECK (o->pread (h, buf, K, 4 * K) == 0);
+  CHECK (buf[0] == 0 && buf[9] == 0 && memcmp (buf + 10, pat, 100) == 0 &&
+         buf[110] == 0 && buf[K - 1] == 0);
+
+  /* A READ mapping points at the data written through pwrite. */
+  CHECK (o->pwrite (h, pat, 2 * K, 8 * K, 0) == 0);
+  n = o->map (h, BACKEND_OP_READ, 2 * K, 8 * K, iov, 4);
+  CHECK (n >= 1 && n <= 2);
+  CHECK (memcmp (iov[0].iov_base, pat, iov[0].iov_len) == 0);
+  /* Storage is used up (3 chunks): another write fails, mapped or not. */
+  CHECK (o->map (h, BACKEND_OP_WRITE, K, 12 * K, iov + 2, 2) == -ENOSPC);
+  CHECK (o->pwrite (h, pat, K, 12 * K, 0) == -ENOSPC);
+
+  /* Trim of the pinned chunks must not free them: the next write still
+   * finds no storage, and the mapped bytes are cleared in place. */
+  CHECK (o->trim (h, 2 * K, 8 * K, 0) == 0);
+  CHECK (o->pwrite (h, pat, K, 12 * K, 0) == -ENOSPC);
+  CHECK (((unsigned char *) iov[0].iov_base)[0] == 0);
+  o->unmap (h, iov, n);
+  /* Unpinned: trim frees them, writes elsewhere succeed. */
+  CHECK (o->trim (h, 2 * K, 8 * K, 0) == 0);
+  CHECK (o->pwrite (h, pat, 2 * K, 12 * K, 0) == 0);
+  CHECK (o->pread (h, buf, 2 * K, 12 * K) == 0 && memcmp (buf, pat, 2 * K) == 0);
+  CHECK (o->pread (h, buf, 2 * K, 8 * K) == 0 && buf[0] == 0 && buf[2 * K - 1] == 0);
+
+  /* Too scattered for the iovecs given: refused, and nothing stays pinned
+   * (the trim below frees everything, so 3 chunks can be written again). */
+  CHECK (o->zero (h, 16 * K, 0, BACKEND_FLAG_MAY_TRIM) == 0);
+  CHECK (o->pwrite (h, pat, K, 0, 0) == 0);
+  CHECK (o->pwrite (h, pat, K, 2 * K, 0) == 0);
+  CHECK (o->map (h, BACKEND_OP_READ, 3 * K, 0, iov, 1) == 0);  /* hole between */
+  CHECK (o->map (h, BACKEND_OP_WRITE, 3 * K, 0, iov, 1) == 0 ||
+         iov[0].iov_len == 3 * K);
+  CHECK (o->zero (h, 16 * K, 0, BACKEND_FLAG_MAY_TRIM) == 0);
+  CHECK (o->pwrite (h, pat, 3 * K, 4 * K, 0) == 0);
+
+  o->close (h);
+  UNIT_EXIT ();
+}
