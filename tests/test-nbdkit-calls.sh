@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The order in which ubdkit calls an nbdkit plugin's callbacks, as nbdkit
 # does: config..., config_complete, thread_model, get_ready, after_fork;
-# then per connection preconnect, open, get_size, every can_* once (cached
+# then per connection preconnect, default_export, open (seeing the name
+# default_export chose), get_size, every can_* once (cached
 # for that connection), the data callbacks, close; at exit cleanup,
 # unload.  An sh plugin implements every callback and logs each with the
 # handle it got.  Two connections one after the other and two at the same
@@ -20,8 +21,8 @@ cat > "$tmp/all.sh" <<'SH'
 f="$tmp/data"
 case "$1" in
   config|config_complete|get_ready|after_fork|preconnect|cleanup|unload|\
-  thread_model|dump_plugin) echo "$1" >> "$tmp/calls" ;;
-  open) echo "open h$$" >> "$tmp/calls" ;;
+  thread_model|dump_plugin|default_export) echo "$1" >> "$tmp/calls" ;;
+  open) echo "open h$$ $3" >> "$tmp/calls" ;;
   *) echo "$1 $2" >> "$tmp/calls" ;;
 esac
 case "$1" in
@@ -29,6 +30,7 @@ case "$1" in
   unload|dump_plugin) ;;
   thread_model) echo "$MODEL" ;;
   open) echo "h$$" ;;
+  default_export) echo canonical ;;
   get_size) echo 1M ;;
   can_write|can_flush|can_trim|can_zero|can_extents|can_fast_zero) exit 0 ;;
   can_multi_conn) exit 0 ;;
@@ -102,7 +104,14 @@ for a, b in zip(setup, setup[1:]):
     assert last(a) < first(b) if a != "preconnect" else first(a) < first(b), (a, b)
 handles = [c[1] for c in calls if c[0] == "open"]
 assert len(handles) == 4 and len(set(handles)) == 4, ("one open per connection", handles)
-assert names.count("preconnect") == 4, "one preconnect per connection"
+# The client asks for "": the plugin's default_export names it, and open
+# (the sh plugin passes nbdkit_export_name) sees that name.
+assert all(c[2:] == ["canonical"] for c in calls if c[0] == "open"), "export name"
+pre, dflt, opens = ([i for i, n in enumerate(names) if n == c]
+                    for c in ("preconnect", "default_export", "open"))
+assert len(pre) == len(dflt) == 4, "preconnect, default_export per connection"
+for p, d, o in zip(pre, dflt, opens):
+    assert p < d < o, "preconnect, default_export, open"
 caps = ("can_write", "can_flush", "can_fua", "can_multi_conn", "can_cache",
         "can_extents", "can_trim", "can_zero", "can_fast_zero", "is_rotational")
 data = ("pwrite", "pread", "flush", "trim", "zero", "cache", "extents")
@@ -111,7 +120,7 @@ for h in handles:
     where = {}
     for i, c in mine:
         where.setdefault(c, []).append(i)
-    opened = calls.index(["open", h])
+    opened = calls.index(["open", h, "canonical"])
     assert len(where["close"]) == 1, (h, "close once")
     assert len(where["get_size"]) == 1, (h, "get_size once")
     for c in caps:
@@ -124,7 +133,7 @@ for h in handles:
 # Connections 1 and 2 follow each other; 3 and 4 overlap, except that
 # with SERIALIZE_CONNECTIONS the fourth opens only after the third closed.
 close = lambda h: calls.index(["close", h])
-openi = lambda h: calls.index(["open", h])
+openi = lambda h: calls.index(["open", h, "canonical"])
 assert close(handles[0]) < openi(handles[1]), "sequential connections"
 if model == "serialize_connections":
     for x, y in zip(handles, handles[1:]):
