@@ -159,8 +159,12 @@ log_exports (const struct export_set *s, const struct listeners *ls)
   for (size_t i = 0; i < s->n; i++) {
     const struct backend *b = s->list[i].backend;
     listeners_uri (ls, s->list[i].name, uri, sizeof uri);
-    log_info ("serving %s (%" PRIu64 " bytes%s) at %s", b->args, b->size,
-              b->readonly ? ", read-only" : "", uri);
+    if (b->ops->connect)        /* the size comes with each connection */
+      log_info ("serving %s (%sper-connection handles) at %s", b->args,
+                b->readonly ? "read-only, " : "", uri);
+    else
+      log_info ("serving %s (%" PRIu64 " bytes%s) at %s", b->args, b->size,
+                b->readonly ? ", read-only" : "", uri);
   }
 }
 

@@ -36,6 +36,7 @@ static void __attribute__((noreturn))
 server_main (const struct supervisor_config *cfg, struct backend *b,
              struct ubdev_health *health, int ready_fd, int sfd, int32_t id)
 {
+  static struct backend_conn bc;  /* the device is one connection */
   struct progress_state ps;
   struct ubctl ctl;
   struct ubdev *dev;
@@ -46,10 +47,11 @@ server_main (const struct supervisor_config *cfg, struct backend *b,
   /* mlockall is not inherited through fork: lock again. */
   if (progress_setup (&cfg->progress, &ps) == -1 || ubctl_open (&ctl) < 0 ||
       backend_open (b) == -1 ||
-      (backend_needs_workers (b) && backend_workers_start (8) == -1))
+      (backend_needs_workers (b) && backend_workers_start (8) == -1) ||
+      backend_connect (&bc, b, "") == -1)
     _exit (1);
-  r = id >= 0 ? ubdev_recover (&dev, &ctl, id, b, health)
-              : ubdev_start (&dev, &ctl, &cfg->dev, b, health);
+  r = id >= 0 ? ubdev_recover (&dev, &ctl, id, &bc.view, health)
+              : ubdev_start (&dev, &ctl, &cfg->dev, &bc.view, health);
   if (r == -1)
     _exit (1);
   cmd_record_backend (ubdev_id (dev), b->args);
@@ -65,9 +67,11 @@ server_main (const struct supervisor_config *cfg, struct backend *b,
   cmd_wait_for_end (sfd, ubdev_done_fd (dev));
   cmd_record_backend (ubdev_id (dev), NULL);
   ubdev_stop (dev);
-  backend_workers_stop ();
+  b = &bc.view;
   if ((b->caps & BACKEND_CAN_FLUSH) && !b->readonly && b->ops->flush)
     b->ops->flush (b->h);
+  backend_disconnect (&bc);
+  backend_workers_stop ();
   _exit (0);
 }
 

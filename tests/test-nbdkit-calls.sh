@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The order in which ubdkit calls an nbdkit plugin's callbacks, as nbdkit
-# does: config..., config_complete, thread_model, get_ready, after_fork,
-# preconnect, open, get_size, every can_* once, the data callbacks, close,
-# cleanup, unload.  An sh plugin implements every callback and logs each.
+# does: config..., config_complete, thread_model, get_ready, after_fork;
+# then per connection preconnect, default_export, open (seeing the name
+# default_export chose), get_size, every can_* once (cached
+# for that connection), the data callbacks, close; at exit cleanup,
+# unload.  An sh plugin implements every callback and logs each with the
+# handle it got.  Two connections one after the other and two at the same
+# time must each get their own handle; with SERIALIZE_CONNECTIONS the
+# second of two concurrent clients waits until the first one's close.
 source "${srcdir:-.}/functions.sh"
 requires_prog nbdkit
 requires $NBDSH -c pass
@@ -13,13 +18,19 @@ export tmp
 truncate -s 1M "$tmp/data"
 cat > "$tmp/all.sh" <<'SH'
 #!/bin/sh
-echo "$1" >> "$tmp/calls"
 f="$tmp/data"
+case "$1" in
+  config|config_complete|get_ready|after_fork|preconnect|cleanup|unload|\
+  thread_model|dump_plugin|default_export) echo "$1" >> "$tmp/calls" ;;
+  open) echo "open h$$ $3" >> "$tmp/calls" ;;
+  *) echo "$1 $2" >> "$tmp/calls" ;;
+esac
 case "$1" in
   config|config_complete|get_ready|after_fork|preconnect|close|cleanup) ;;
   unload|dump_plugin) ;;
-  thread_model) echo parallel ;;
-  open) echo handle1 ;;
+  thread_model) echo "$MODEL" ;;
+  open) echo "h$$" ;;
+  default_export) echo canonical ;;
   get_size) echo 1M ;;
   can_write|can_flush|can_trim|can_zero|can_extents|can_fast_zero) exit 0 ;;
   can_multi_conn) exit 0 ;;
@@ -34,39 +45,115 @@ esac
 SH
 chmod +x "$tmp/all.sh"
 
-$UBDKIT serve -U - nbdkit:sh "$tmp/all.sh" a=1 b=2 --run '$NBDSH --base-allocation -u "$uri" -c "
-h.pwrite(b\"x\" * 512, 0, nbd.CMD_FLAG_FUA)
-assert h.pread(512, 0) == b\"x\" * 512
-h.flush()
-h.trim(512, 4096)
-h.zero(512, 8192)
-h.cache(512, 0)
-h.block_status(4096, 0, lambda *a: 0)
-"' 2>"$tmp/err" || fail "serving the sh plugin failed: $(cat "$tmp/err")"
-
-"$PYTHON" - "$tmp/calls" <<'PY' || fail "wrong call order: $(tr '\n' ' ' < "$tmp/calls")"
-import sys
-calls = [l.strip() for l in open(sys.argv[1])]
-def first(c): return calls.index(c)
-def last(c): return len(calls) - 1 - calls[::-1].index(c)
-setup = ["config", "config_complete", "thread_model", "get_ready",
-         "after_fork", "preconnect", "open", "get_size"]
-assert calls.count("config") == 2, "config once per key=value"
-for a, b in zip(setup, setup[1:]):
-    assert last(a) < first(b), (a, b)
-caps = [c for c in calls if c.startswith("can_") or c == "is_rotational"]
-for c in set(caps):
-    assert caps.count(c) == 1, c + " asked more than once"
-for c in ("can_write", "can_flush", "can_fua", "can_multi_conn", "can_cache",
-          "can_extents", "can_trim", "can_zero", "can_fast_zero"):
-    assert c in caps, c + " never asked"
-data = ["pwrite", "pread", "flush", "trim", "zero", "cache", "extents"]
-for c in data:
-    assert first("get_size") < first(c), c
-    assert max(last(x) for x in caps) < first(c), c
-    assert last(c) < first("close"), c
-assert first("close") < first("unload") and calls[-1] == "unload", calls[-3:]
-if "cleanup" in calls:
-    assert first("close") < first("cleanup") < first("unload")
+# Every data callback on handle h, then two sequential connections, then
+# two concurrent ones (the second connecting asynchronously: with
+# SERIALIZE_CONNECTIONS it must still be negotiating while the first is
+# open, and finish once the first closed).
+cat > "$tmp/client.py" <<'PY'
+import nbd, os, sys, time
+uri = os.environ["uri"]
+def conn():
+    h = nbd.NBD()
+    h.add_meta_context("base:allocation")
+    h.connect_uri(uri)
+    return h
+def exercise(h):
+    h.pwrite(b"x" * 512, 0, nbd.CMD_FLAG_FUA)
+    assert h.pread(512, 0) == b"x" * 512
+    h.flush()
+    h.trim(512, 4096)
+    h.zero(512, 8192)
+    h.cache(512, 0)
+    h.block_status(4096, 0, lambda *a: 0)
+for i in range(2):                      # sequential
+    h = conn(); exercise(h); h.shutdown(); del h
+a = conn()                              # concurrent
+b = nbd.NBD()
+b.add_meta_context("base:allocation")
+b.aio_connect_uri(uri)
+# Parallel: b connects while a is open.  Serialized: b is still
+# negotiating 2 s later (its open, were it to run, takes well under that).
+serialized = os.environ["MODEL"] == "serialize_connections"
+end = time.monotonic() + (2 if serialized else 60)
+while b.aio_is_connecting() and time.monotonic() < end:
+    b.poll(100)
+waited = b.aio_is_connecting()
+assert waited == serialized, waited
+exercise(a)
+if not waited:
+    exercise(b)
+a.shutdown(); del a
+while b.aio_is_connecting():
+    b.poll(1000)
+exercise(b)
+b.shutdown(); del b
 PY
-echo "$0: $(tr '\n' ' ' < "$tmp/calls")"
+
+check_calls () {
+  "$PYTHON" - "$tmp/calls" "$MODEL" <<'PY'
+import sys
+calls = [l.split() for l in open(sys.argv[1])]
+model = sys.argv[2]
+names = [c[0] for c in calls]
+def first(c): return names.index(c)
+def last(c): return len(names) - 1 - names[::-1].index(c)
+setup = ["config", "config_complete", "thread_model", "get_ready",
+         "after_fork", "preconnect", "open"]
+assert names.count("config") == 2, "config once per key=value"
+for a, b in zip(setup, setup[1:]):
+    assert last(a) < first(b) if a != "preconnect" else first(a) < first(b), (a, b)
+handles = [c[1] for c in calls if c[0] == "open"]
+assert len(handles) == 4 and len(set(handles)) == 4, ("one open per connection", handles)
+# The client asks for "": the plugin's default_export names it, and open
+# (the sh plugin passes nbdkit_export_name) sees that name.
+assert all(c[2:] == ["canonical"] for c in calls if c[0] == "open"), "export name"
+pre, dflt, opens = ([i for i, n in enumerate(names) if n == c]
+                    for c in ("preconnect", "default_export", "open"))
+assert len(pre) == len(dflt) == 4, "preconnect, default_export per connection"
+for p, d, o in zip(pre, dflt, opens):
+    assert p < d < o, "preconnect, default_export, open"
+caps = ("can_write", "can_flush", "can_fua", "can_multi_conn", "can_cache",
+        "can_extents", "can_trim", "can_zero", "can_fast_zero", "is_rotational")
+data = ("pwrite", "pread", "flush", "trim", "zero", "cache", "extents")
+for h in handles:
+    mine = [(i, c[0]) for i, c in enumerate(calls) if c[1:] == [h]]
+    where = {}
+    for i, c in mine:
+        where.setdefault(c, []).append(i)
+    opened = calls.index(["open", h, "canonical"])
+    assert len(where["close"]) == 1, (h, "close once")
+    assert len(where["get_size"]) == 1, (h, "get_size once")
+    for c in caps:
+        assert len(where.get(c, [])) == 1, (h, c, "not asked exactly once")
+    asked = max(where[c][0] for c in caps + ("get_size",))
+    for c in data:
+        assert c in where, (h, c, "never called")
+        assert opened < asked < min(where[c]), (h, c, "before the queries")
+        assert max(where[c]) < where["close"][0], (h, c, "after close")
+# Connections 1 and 2 follow each other; 3 and 4 overlap, except that
+# with SERIALIZE_CONNECTIONS the fourth opens only after the third closed.
+close = lambda h: calls.index(["close", h])
+openi = lambda h: calls.index(["open", h, "canonical"])
+assert close(handles[0]) < openi(handles[1]), "sequential connections"
+if model == "serialize_connections":
+    for x, y in zip(handles, handles[1:]):
+        assert close(x) < openi(y), ("one connection at a time", x, y)
+else:
+    assert openi(handles[3]) < close(handles[2]), "concurrent connections"
+assert max(close(h) for h in handles) < first("unload")
+assert names[-1] == "unload", names[-3:]
+if "cleanup" in names:
+    assert max(close(h) for h in handles) < first("cleanup") < first("unload")
+PY
+}
+
+for MODEL in parallel serialize_connections; do
+  export MODEL
+  rm -f "$tmp/calls"
+  $UBDKIT serve -U - nbdkit:sh "$tmp/all.sh" a=1 b=2 \
+      --run '"$PYTHON" "$tmp/client.py"' 2>"$tmp/err" ||
+    fail "$MODEL: serving the sh plugin failed: $(cat "$tmp/err")"
+  check_calls || fail "$MODEL: wrong call order: $(tr '\n' ' ' < "$tmp/calls")"
+  echo "$0: $MODEL: $(grep -c . "$tmp/calls") calls, handles" \
+       $(grep '^open' "$tmp/calls" | cut -d' ' -f2)
+done

@@ -55,7 +55,8 @@ case "$1" in
     if [ "$4" -ge 1048576 ]; then echo "EIO oops" >&2; exit 1; fi
     dd if="$f" skip="$4" count="$3" iflag=skip_bytes,count_bytes status=none ;;
   pwrite)
-    if [ "$4" -ge 2097152 ]; then echo "ENOSPC disk full" >&2; exit 1; fi
+    # Consume the data first: exiting with it unread is a broken pipe (EIO).
+    if [ "$4" -ge 2097152 ]; then cat >/dev/null; echo "ENOSPC disk full" >&2; exit 1; fi
     dd of="$f" seek="$4" oflag=seek_bytes conv=notrunc status=none ;;
   *) exit 2 ;;
 esac
@@ -88,6 +89,22 @@ except nbd.Error as e:
 else:
     assert False
 "' 2>"$tmp/err" || fail "eval EPERM: $(cat "$tmp/err")"
+
+# A plugin whose open fails refuses that client only: the option is
+# refused (a clear error, not a hang) and the next client is served.
+"$UBDKIT" serve -U - nbdkit:eval get_size='echo 1M' \
+    pread='head -c $3 /dev/zero' \
+    open='if [ -e "$tmp/refuse" ]; then echo "EACCES no" >&2; exit 1; fi; echo h' \
+    --run '
+touch "$tmp/refuse"
+! timeout 20 nbdinfo --size "$uri" 2>"$tmp/refused" || exit 1
+rm "$tmp/refuse"
+timeout 20 nbdinfo --size "$uri"' >"$tmp/out" 2>"$tmp/err" ||
+  fail "refused open: $(cat "$tmp/err")"
+grep -q "handshake" "$tmp/refused" ||
+  fail "refused open: client saw: $(cat "$tmp/refused")"
+[ "$(cat "$tmp/out")" = 1048576 ] || fail "next client after a refused open: $(cat "$tmp/out")"
+grep -q "open failed" "$tmp/err" || fail "refused open: no log line: $(cat "$tmp/err")"
 
 # Configuration failures: exit 1 (not 2, the usage error) with the
 # plugin's own message and ours.

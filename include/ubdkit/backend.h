@@ -5,7 +5,8 @@
  * never relies on the global errno.  Set-up callbacks (open) log once where
  * they have context and return NULL.
  *
- * Threads: open/close run on the main thread before/after serving.  Data
+ * Threads: open/close run on the main thread before/after serving;
+ * connect/disconnect (per-connection handles) on worker threads.  Data
  * callbacks run on a loop (or ublk queue) thread; backends that set
  * BACKEND_INLINE never block and are called directly there, so they must be
  * thread safe.  A backend may offer `submit` to queue its I/O on the
@@ -57,6 +58,9 @@ enum backend_op {
 #define BACKEND_CAN_EXTENTS    (1u << 7)
 #define BACKEND_CAN_MULTI_CONN (1u << 8)
 #define BACKEND_IS_ROTATIONAL  (1u << 9)
+/* Not a client-visible capability: one connection at a time (nbdkit's
+ * SERIALIZE_CONNECTIONS); a second one waits until the first closed. */
+#define BACKEND_ONE_CONNECTION (1u << 10)
 
 #define BACKEND_SUBMIT_DONE 1
 
@@ -139,6 +143,21 @@ struct backend_ops {
    * or may have failed half way). */
   void (*close) (void *h);
 
+  /* Per-connection handles (optional: nbdkit plugins have them; the
+   * built-in backends serve every connection through the one handle).
+   * connect runs for each client connection (once for a ublk device) and
+   * returns the connection's handle, which get_size, get_caps, block_size
+   * and the data callbacks then receive instead of H; or NULL after
+   * logging (the client is refused).  EXPORT is the name the client asked
+   * for ("": the default), kept by the backend only until disconnect.
+   * disconnect releases the connection after its last request.  Both may
+   * block: they run on worker threads (backend_connect_start).  Without
+   * connect, get_size and get_caps are asked once, in backend_open; with
+   * it, once per connection (the backend's own get_caps may still report
+   * BACKEND_ONE_CONNECTION). */
+  void *(*connect) (void *h, const char *export, bool readonly);
+  void (*disconnect) (void *ch);
+
   uint64_t (*get_size) (void *h);
   uint32_t (*get_caps) (void *h);     /* BACKEND_CAN_* */
   /* Block size constraints (optional): minimum, preferred, maximum. */
@@ -189,6 +208,30 @@ struct backend {
   uint32_t min_block, pref_block, max_block;
   bool readonly;
   char *args;   /* "name k=v ..." as given, for logs and `list` */
+  /* Connections holding a handle, and connects waiting for their turn
+   * (BACKEND_ONE_CONNECTION); under the worker pool's lock. */
+  unsigned nr_conns;
+  struct backend_conn *wait_head, *wait_tail;
+};
+
+/* One connection's view of a backend, in storage the frontend preallocated
+ * (one per NBD connection slot, one per ublk device).  Once connected,
+ * `view` is what the connection serves: the backend itself for backends
+ * without connect, else a copy holding the connection's handle and its
+ * own size, capabilities and block sizes. */
+struct backend_conn {
+  struct backend view;
+  struct backend *b;            /* the backend connected to */
+  const char *export;           /* kept, not copied, until connected */
+  bool connected;               /* view is valid; disconnect is due */
+  bool busy;                    /* a connect or disconnect is under way */
+  bool closing;                 /* the job under way is a disconnect */
+  int result;
+  void (*done) (struct backend_conn *bc, int res);
+  /* Used by the core while the job waits for or runs on a worker. */
+  struct backend_conn *next;
+  struct loop *loop;            /* NULL: a synchronous caller waits */
+  struct loop_work work;
 };
 
 /* The built-in backends, in --help order. */
@@ -214,6 +257,28 @@ int backend_config (struct backend *b, const char *name, char **argv,
                     int argc, bool readonly);
 int backend_open (struct backend *b);
 void backend_close (struct backend *b);
+
+/* Connect BC to backend B (export name EXPORT, kept until then) from loop
+ * L's thread.  Returns 0 if BC is connected already (a backend without
+ * connect: done is not called), or 1: connect runs on a worker (after
+ * the connection before it closed, for BACKEND_ONE_CONNECTION) and
+ * done (bc, 0 or -errno) runs later on L's thread. */
+int backend_connect_start (struct backend_conn *bc, struct backend *b,
+                           struct loop *l, const char *export,
+                           void (*done) (struct backend_conn *, int));
+/* Release a connected BC from L's thread, after its last request: 0 if
+ * done at once (done is not called), else 1 and done runs later on L's
+ * thread, after the backend's disconnect ran on a worker. */
+int backend_disconnect_start (struct backend_conn *bc, struct loop *l,
+                              void (*done) (struct backend_conn *, int));
+/* A connect still waiting for its turn ends with -ECANCELED without
+ * reaching the backend (its done still runs).  Loop thread only. */
+void backend_connect_cancel (struct backend_conn *bc);
+/* The same from a thread that may block (not a loop): connect waits for
+ * the worker.  backend_connect returns 0, or -1 after logging. */
+int backend_connect (struct backend_conn *bc, struct backend *b,
+                     const char *export);
+void backend_disconnect (struct backend_conn *bc);
 
 /* The one checking layer: returns 0 if the request may go to the backend,
  * else the negative errno to answer with (-EINVAL, -ENOSPC, -EPERM,

@@ -190,11 +190,11 @@ backend_config (struct backend *b, const char *name, char **argv, int argc,
   return 0;
 }
 
-int
-backend_open (struct backend *b)
+/* Ask B's handle for its size, capabilities and block sizes, once: the
+ * answers are cached in B for backend_check and the frontends. */
+static void
+backend_ask (struct backend *b)
 {
-  if (b->ops->open && b->ops->open (b->h) == -1)
-    return -1;
   b->size = b->ops->get_size (b->h);
   b->caps = b->ops->get_caps (b->h);
   b->readonly = b->readonly || !(b->caps & BACKEND_CAN_WRITE);
@@ -206,7 +206,42 @@ backend_open (struct backend *b)
   b->max_block = 32 * 1024 * 1024;
   if (b->ops->block_size)
     b->ops->block_size (b->h, &b->min_block, &b->pref_block, &b->max_block);
+}
+
+int
+backend_open (struct backend *b)
+{
+  if (b->ops->open && b->ops->open (b->h) == -1)
+    return -1;
+  if (b->ops->connect)  /* the answers come with each connection */
+    b->caps = b->ops->get_caps (b->h) & BACKEND_ONE_CONNECTION;
+  else
+    backend_ask (b);
   return 0;
+}
+
+int
+backend_conn_open (struct backend_conn *bc)
+{
+  struct backend *v = &bc->view;
+
+  /* A copy: ops, readonly and args are the backend's (args is never freed
+   * through a view). */
+  *v = *bc->b;
+  v->nr_conns = 0;
+  v->wait_head = v->wait_tail = NULL;
+  v->h = bc->b->ops->connect (bc->b->h, bc->export, bc->b->readonly);
+  if (!v->h)
+    return -EIO;
+  backend_ask (v);
+  return 0;
+}
+
+void
+backend_conn_close (struct backend_conn *bc)
+{
+  bc->b->ops->disconnect (bc->view.h);
+  bc->view.h = NULL;
 }
 
 void

@@ -6,6 +6,12 @@
  * full.  A finished request is posted back to the loop (or ublk queue)
  * thread that started it, which runs its done callback; loop and queue
  * threads therefore never block on a backend.
+ *
+ * Per-connection handles (backends with connect) are opened and closed by
+ * the same workers, through a second intrusive list of the connections'
+ * own struct backend_conn, ahead of requests.  A connect to a backend
+ * that takes one connection at a time waits on that backend's list until
+ * the connection before it closed, without holding a worker.
  */
 #include <config.h>
 
@@ -24,9 +30,12 @@ static struct {
   pthread_cond_t cond;
   struct backend_io *head, *tail;
   bool stop;
+  struct backend_conn *conn_head, *conn_tail;  /* connects, disconnects */
+  pthread_cond_t sync_cond;     /* synchronous connects wait here */
   pthread_t *threads;
   unsigned n;
-} W = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+} W = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+        .sync_cond = PTHREAD_COND_INITIALIZER };
 
 bool
 backend_needs_workers (const struct backend *b)
@@ -42,31 +51,261 @@ worker_done (struct loop_work *w)
   io->done (io, io->result);
 }
 
+/* Connection jobs.  Lists and counts are under W.lock. */
+
+static void
+push_conn (struct backend_conn **head, struct backend_conn **tail,
+           struct backend_conn *bc)
+{
+  bc->next = NULL;
+  if (*tail)
+    (*tail)->next = bc;
+  else
+    *head = bc;
+  *tail = bc;
+}
+
+static struct backend_conn *
+pop_conn (struct backend_conn **head, struct backend_conn **tail)
+{
+  struct backend_conn *bc = *head;
+
+  *head = bc->next;
+  if (!*head)
+    *tail = NULL;
+  return bc;
+}
+
+/* Let connect BC run now, or wait for its turn. */
+static void
+admit (struct backend_conn *bc)
+{
+  struct backend *b = bc->b;
+
+  if ((b->caps & BACKEND_ONE_CONNECTION) && b->nr_conns > 0) {
+    push_conn (&b->wait_head, &b->wait_tail, bc);
+    return;
+  }
+  b->nr_conns++;
+  push_conn (&W.conn_head, &W.conn_tail, bc);
+  pthread_cond_signal (&W.cond);
+}
+
+/* A connection of B ended (or never began): the next waiting may run. */
+static void
+release (struct backend *b)
+{
+  b->nr_conns--;
+  if (b->wait_head)
+    admit (pop_conn (&b->wait_head, &b->wait_tail));
+}
+
+static void
+conn_done (struct loop_work *w)
+{
+  struct backend_conn *bc = container_of (w, struct backend_conn, work);
+
+  bc->busy = false;
+  bc->connected = !bc->closing && bc->result == 0;
+  bc->done (bc, bc->result);
+}
+
+/* Hand BC's result back: to its loop, or to the synchronous caller. */
+static void
+finish (struct backend_conn *bc, int res)
+{
+  bc->result = res;
+  if (bc->loop) {
+    bc->work.fn = conn_done;
+    loop_post (bc->loop, &bc->work);
+    return;
+  }
+  pthread_mutex_lock (&W.lock);
+  bc->busy = false;
+  bc->connected = !bc->closing && res == 0;
+  pthread_cond_broadcast (&W.sync_cond);
+  pthread_mutex_unlock (&W.lock);
+}
+
+static void
+run_conn_job (struct backend_conn *bc)
+{
+  int r = 0;
+
+  if (bc->closing)
+    backend_conn_close (bc);
+  else
+    r = backend_conn_open (bc);
+  if (bc->closing || r < 0) {
+    pthread_mutex_lock (&W.lock);
+    release (bc->b);
+    pthread_mutex_unlock (&W.lock);
+  }
+  finish (bc, r);
+}
+
+/* Queue a job for the workers (or, without a pool, run it here). */
+static void
+start_conn_job (struct backend_conn *bc)
+{
+  if (W.n == 0) {
+    if (!bc->closing)
+      bc->b->nr_conns++;
+    run_conn_job (bc);
+    return;
+  }
+  pthread_mutex_lock (&W.lock);
+  if (bc->closing) {
+    push_conn (&W.conn_head, &W.conn_tail, bc);
+    pthread_cond_signal (&W.cond);
+  }
+  else
+    admit (bc);
+  pthread_mutex_unlock (&W.lock);
+}
+
+/* BC starts a job from a loop (L) or, with L NULL, a blocking caller. */
+static void
+prepare (struct backend_conn *bc, struct loop *l, bool closing,
+         void (*done) (struct backend_conn *, int))
+{
+  bc->loop = l;
+  bc->done = done;
+  bc->closing = closing;
+  bc->busy = true;
+  bc->result = 0;
+}
+
+int
+backend_connect_start (struct backend_conn *bc, struct backend *b,
+                       struct loop *l, const char *export,
+                       void (*done) (struct backend_conn *, int))
+{
+  bc->b = b;
+  bc->export = export;
+  if (!b->ops->connect) {
+    bc->view = *b;              /* the one shared handle */
+    bc->connected = true;
+    return 0;
+  }
+  prepare (bc, l, false, done);
+  start_conn_job (bc);
+  return 1;
+}
+
+int
+backend_disconnect_start (struct backend_conn *bc, struct loop *l,
+                          void (*done) (struct backend_conn *, int))
+{
+  if (!bc->connected || !bc->b->ops->connect) {
+    bc->connected = false;
+    return 0;
+  }
+  bc->connected = false;
+  prepare (bc, l, true, done);
+  start_conn_job (bc);
+  return 1;
+}
+
+void
+backend_connect_cancel (struct backend_conn *bc)
+{
+  struct backend *b = bc->b;
+  struct backend_conn **p;
+  bool found = false;
+
+  pthread_mutex_lock (&W.lock);
+  for (p = &b->wait_head; *p; p = &(*p)->next)
+    if (*p == bc) {
+      *p = bc->next;
+      if (b->wait_tail == bc)
+        b->wait_tail = p == &b->wait_head
+          ? NULL : container_of (p, struct backend_conn, next);
+      found = true;
+      break;
+    }
+  pthread_mutex_unlock (&W.lock);
+  if (found)
+    finish (bc, -ECANCELED);
+}
+
+static int
+wait_sync (struct backend_conn *bc)
+{
+  pthread_mutex_lock (&W.lock);
+  while (bc->busy)
+    pthread_cond_wait (&W.sync_cond, &W.lock);
+  pthread_mutex_unlock (&W.lock);
+  return bc->result;
+}
+
+int
+backend_connect (struct backend_conn *bc, struct backend *b,
+                 const char *export)
+{
+  if (backend_connect_start (bc, b, NULL, export, NULL) == 0)
+    return 0;
+  if (wait_sync (bc) < 0) {
+    log_error ("%s: the backend refused the connection", b->args);
+    return -1;
+  }
+  return 0;
+}
+
+void
+backend_disconnect (struct backend_conn *bc)
+{
+  if (backend_disconnect_start (bc, NULL, NULL) == 1)
+    wait_sync (bc);
+}
+
+
+/* The workers. */
+
+/* Take the next job: a connection's first (handshakes wait for it), else a
+ * request.  Returns false when stopping with nothing left. */
+static bool
+next_job (struct backend_conn **bc, struct backend_io **io)
+{
+  bool more = true;
+
+  *bc = NULL;
+  *io = NULL;
+  pthread_mutex_lock (&W.lock);
+  while (!W.head && !W.conn_head && !W.stop)
+    pthread_cond_wait (&W.cond, &W.lock);
+  if (W.conn_head)
+    *bc = pop_conn (&W.conn_head, &W.conn_tail);
+  else if (W.head) {
+    *io = W.head;
+    W.head = (*io)->next_io;
+    if (!W.head)
+      W.tail = NULL;
+  }
+  else
+    more = false;
+  pthread_mutex_unlock (&W.lock);
+  return more;
+}
+
 static void *
 worker_main (void *arg)
 {
+  struct backend_conn *bc;
+  struct backend_io *io;
+
   log_set_thread_name ("worker");
   prctl (PR_SET_NAME, "worker");
-  for (;;) {
-    struct backend_io *io;
-
-    pthread_mutex_lock (&W.lock);
-    while (!W.head && !W.stop)
-      pthread_cond_wait (&W.cond, &W.lock);
-    if (!W.head) {
-      pthread_mutex_unlock (&W.lock);
-      return NULL;
+  while (next_job (&bc, &io)) {
+    if (bc) {
+      run_conn_job (bc);
+      continue;
     }
-    io = W.head;
-    W.head = io->next_io;
-    if (!W.head)
-      W.tail = NULL;
-    pthread_mutex_unlock (&W.lock);
-
     io->result = backend_call (io->backend, io, io->ext);
     io->work.fn = worker_done;
     loop_post (io->loop, &io->work);
   }
+  return NULL;
 }
 
 void

@@ -8,4 +8,9 @@
 void backend_workers_run (const struct backend *b, struct loop *l,
                           struct backend_io *io);
 
+/* backend.c, on a worker: BC's backend connect, then its answers cached
+ * in bc->view (0 or -errno); and its disconnect. */
+int backend_conn_open (struct backend_conn *bc);
+void backend_conn_close (struct backend_conn *bc);
+
 #endif

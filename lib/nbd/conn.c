@@ -12,7 +12,8 @@
  * stream until its last piece is sent.
  *
  * Close: a dead or finished connection is closed once no slot, send or recv
- * refers to it any more.
+ * refers to it any more, and after its backend connection was released
+ * (backends with per-connection handles: on a worker).
  */
 #include <config.h>
 
@@ -209,6 +210,49 @@ conn_schedule_input (struct conn *c)
   loop_defer (&c->nl->loop, &c->input_work);
 }
 
+static void
+connect_done (struct backend_conn *bc, int res)
+{
+  struct conn *c = container_of (bc, struct conn, bconn);
+
+  c->hs_paused = false;
+  c->connect_res = res;
+  if (res < 0 && res != -ECANCELED)
+    log_ratelimited ("%s: the backend refused the connection", c->peer);
+  if (c->dead || c->read_done)
+    conn_maybe_close (c);
+  else
+    conn_schedule_input (c);    /* runs the paused option again */
+}
+
+const struct backend *
+conn_backend (struct conn *c, const struct export *e, const char *name)
+{
+  struct backend_conn *bc = &c->bconn;
+  struct loop *l = &c->nl->loop;
+
+  if (c->connect_res < 0) {
+    c->connect_res = 0;
+    return NULL;
+  }
+  if (bc->connected && bc->b == e->backend)
+    return &bc->view;
+  c->hs_paused = true;
+  /* Another export than an earlier NBD_OPT_INFO's: release that first. */
+  if (bc->connected && backend_disconnect_start (bc, l, connect_done) == 1)
+    return NULL;
+  if (backend_connect_start (bc, e->backend, l, name, connect_done) == 1)
+    return NULL;
+  c->hs_paused = false;
+  return &bc->view;
+}
+
+static void
+disconnect_done (struct backend_conn *bc, int res)
+{
+  conn_maybe_close (container_of (bc, struct conn, bconn));
+}
+
 void
 conn_stop_reading (struct conn *c)
 {
@@ -400,6 +444,12 @@ conn_maybe_close (struct conn *c)
     return;                     /* still on the wait list */
   if (c->input_work.queued || c->send_work.queued)
     return;                     /* the work calls us again when it runs */
+  if (c->bconn.busy) {
+    backend_connect_cancel (&c->bconn);  /* if it still waits its turn */
+    return;                     /* its done calls us again */
+  }
+  if (backend_disconnect_start (&c->bconn, &nl->loop, disconnect_done) == 1)
+    return;
   log_debug ("%s: closed", c->peer);
   close (c->fd);
   c->in_use = false;

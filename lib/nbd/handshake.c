@@ -68,6 +68,7 @@ static void
 opt_export_name (struct conn *c, const unsigned char *data)
 {
   const struct export *e = server_find_export ((const char *) data, c->optlen);
+  const struct backend *b;
   unsigned char *p = c->tbuf;
 
   if (!e) {
@@ -76,11 +77,16 @@ opt_export_name (struct conn *c, const unsigned char *data)
     c->dead = true;
     return;
   }
+  b = conn_backend (c, e, c->optlen ? e->name : "");
+  if (!b) {
+    c->dead = !c->hs_paused;    /* refused: hang up, as for no export */
+    return;
+  }
   c->exp = e;
-  c->b = e->backend;
-  c->tflags = transmission_flags (e, false);
+  c->b = b;
+  c->tflags = transmission_flags (b, false);
   c->structured = false;
-  put64 (p, e->backend->size);
+  put64 (p, b->size);
   put16 (p + 8, c->tflags);
   c->tlen = 10;
   if (!(c->cflags & NBDP_FLAG_C_NO_ZEROES)) {
@@ -104,7 +110,8 @@ opt_list (struct conn *c, const unsigned char *data)
     unsigned char *p = reply (c, NBDP_REP_SERVER, NULL, 4 + nlen + dlen);
     put32 (p, nlen);
     memcpy (p + 4, e->name, nlen);
-    memcpy (p + 4 + nlen, e->description, dlen);
+    if (dlen)                   /* no description: NULL */
+      memcpy (p + 4 + nlen, e->description, dlen);
   }
   reply (c, NBDP_REP_ACK, NULL, 0);
 }
@@ -119,10 +126,9 @@ info_reply (struct conn *c, uint16_t type, const void *data, uint32_t len)
 }
 
 static void
-send_infos (struct conn *c, const struct export *e, const unsigned char *reqs,
-            uint16_t nreq)
+send_infos (struct conn *c, const struct export *e, const struct backend *b,
+            const unsigned char *reqs, uint16_t nreq)
 {
-  const struct backend *b = e->backend;
   unsigned char buf[12];
   bool name = false, desc = false;
 
@@ -132,7 +138,7 @@ send_infos (struct conn *c, const struct export *e, const unsigned char *reqs,
     desc |= t == NBDP_INFO_DESCRIPTION;
   }
   put64 (buf, b->size);
-  put16 (buf + 8, transmission_flags (e, c->structured));
+  put16 (buf + 8, transmission_flags (b, c->structured));
   info_reply (c, NBDP_INFO_EXPORT, buf, 10);
   if (name)
     info_reply (c, NBDP_INFO_NAME, e->name, strlen (e->name));
@@ -150,6 +156,7 @@ static void
 opt_info_go (struct conn *c, const unsigned char *data)
 {
   const struct export *e;
+  const struct backend *b;
   uint32_t nlen;
   uint16_t nreq;
 
@@ -163,12 +170,19 @@ opt_info_go (struct conn *c, const unsigned char *data)
     reply_error (c, NBDP_REP_ERR_UNKNOWN, "unknown export");
     return;
   }
-  send_infos (c, e, data + 6 + nlen, nreq);
+  b = conn_backend (c, e, nlen ? e->name : "");
+  if (!b) {
+    if (!c->hs_paused)
+      reply_error (c, NBDP_REP_ERR_UNKNOWN, "the backend refused the "
+                   "connection");
+    return;
+  }
+  send_infos (c, e, b, data + 6 + nlen, nreq);
   reply (c, NBDP_REP_ACK, NULL, 0);
   if (c->opt == NBDP_OPT_GO) {
     c->exp = e;
-    c->b = e->backend;
-    c->tflags = transmission_flags (e, c->structured);
+    c->b = b;
+    c->tflags = transmission_flags (b, c->structured);
     if (c->meta_export != e)
       c->meta_base_alloc = false;
     c->after_reply_go = true;
@@ -356,6 +370,13 @@ handshake_step (struct conn *c)
     c->rstart += c->optlen;
     c->hs_state = HS_OPT_HEADER;
     run_option (c, p);
+    if (c->hs_paused) {
+      /* The backend connects on a worker; the option runs again, from
+       * the same bytes, when it finished (conn_backend). */
+      c->rstart -= c->optlen;
+      c->hs_state = HS_OPT_DATA;
+      return 2;
+    }
     if (c->dead) {
       conn_fail (c);
       return -1;

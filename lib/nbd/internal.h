@@ -80,6 +80,11 @@ struct conn {
   bool hogging;                 /* parked: half the pool, replies stuck */
   struct conn *wait_next;
   time_t started;               /* for the handshake timeout */
+  /* The backend as this connection sees it (its own handle, for
+   * backends with per-connection handles). */
+  struct backend_conn bconn;
+  bool hs_paused;               /* an option waits for the connect */
+  int connect_res;              /* a failed connect, for its option */
 
   /* Handshake. */
   int hs_state;
@@ -94,7 +99,7 @@ struct conn {
 
   /* Transmission. */
   const struct export *exp;
-  struct backend *b;
+  const struct backend *b;      /* &bconn.view once an export is chosen */
   uint16_t tflags;
   unsigned inflight;            /* slots held */
 
@@ -148,8 +153,16 @@ void conn_fail (struct conn *c);
 void conn_maybe_close (struct conn *c);
 void conn_stop_reading (struct conn *c);
 uint32_t conn_avail (const struct conn *c);
+/* The backend C serves export E through, connected to it under the name
+ * NAME (kept, not copied) if not yet.  NULL while the connect runs on a
+ * worker (c->hs_paused: the caller returns and its option runs again
+ * when the connect finished), or when the connect failed (the caller
+ * refuses the option). */
+const struct backend *conn_backend (struct conn *c, const struct export *e,
+                                    const char *name);
 
-/* handshake.c: 1 progress, 0 need more input, -1 closed. */
+/* handshake.c: 1 progress, 0 need more input, -1 closed, 2 paused until
+ * the backend connected (conn_backend). */
 void handshake_start (struct conn *c);
 int handshake_step (struct conn *c);
 
@@ -158,6 +171,6 @@ int transmission_step (struct conn *c);
 void transmission_payload (struct req *r, int res);
 void transmission_piece_sent (struct req *r);
 void req_release (struct req *r);
-uint16_t transmission_flags (const struct export *e, bool structured);
+uint16_t transmission_flags (const struct backend *b, bool structured);
 
 #endif

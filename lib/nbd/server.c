@@ -96,8 +96,9 @@ tick (struct loop_event *ev, int res, uint32_t flags)
 
   for (unsigned i = 0; i < nl->nr_conns; i++) {
     struct conn *c = &nl->conns[i];
+    /* A connection waiting for the backend is not the client's delay. */
     if (c->in_use && !c->dead && c->phase == PHASE_HANDSHAKE &&
-        now - c->started >= (time_t) nl->handshake_timeout) {
+        !c->hs_paused && now - c->started >= (time_t) nl->handshake_timeout) {
       log_warn ("%s: no export chosen within %u s (--handshake-timeout): "
                 "closing", c->peer, nl->handshake_timeout);
       conn_fail (c);

@@ -44,9 +44,8 @@ nbdp_errno (int err)
 }
 
 uint16_t
-transmission_flags (const struct export *e, bool structured)
+transmission_flags (const struct backend *b, bool structured)
 {
-  const struct backend *b = e->backend;
   uint16_t f = NBDP_FLAG_HAS_FLAGS;
 
   if (b->readonly)

@@ -18,34 +18,57 @@
  * executable. */
 static char zeroes[256 * 1024];
 
-static void
-enter (struct plughost *h)
+/* nbdkit's thread models: SERIALIZE_CONNECTIONS and _ALL_REQUESTS take
+ * one lock for the plugin, SERIALIZE_REQUESTS one per connection,
+ * PARALLEL none.  (One connection at a time, for SERIALIZE_CONNECTIONS,
+ * is the core's business: BACKEND_ONE_CONNECTION.) */
+static pthread_mutex_t *
+lock_of (struct plugconn *h)
 {
-  if (h->serialize)
-    pthread_mutex_lock (&h->lock);
-  plughost_set_in_request (true);
+  if (h->ph->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
+    return &h->ph->lock;
+  if (h->ph->model == NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS)
+    return &h->lock;
+  return NULL;
 }
 
-static int
-leave (struct plughost *h, int r)
+void
+plughost_enter (struct plugconn *h, bool data)
 {
+  pthread_mutex_t *m = lock_of (h);
+
+  if (m)
+    pthread_mutex_lock (m);
+  plughost_set_in_request (data);
+  plughost_set_export_name (h->export_name);
+}
+
+int
+plughost_leave (struct plugconn *h, int r)
+{
+  pthread_mutex_t *m = lock_of (h);
+
+  plughost_set_export_name (NULL);
   plughost_set_in_request (false);
-  if (h->serialize)
-    pthread_mutex_unlock (&h->lock);
+  if (m)
+    pthread_mutex_unlock (m);
   return r;
 }
+
+static void enter (struct plugconn *h) { plughost_enter (h, true); }
+static int leave (struct plugconn *h, int r) { return plughost_leave (h, r); }
 
 /* The result of a plugin call that returned R: 0, or the negative errno.
  * ERR is errno as the plugin left it, saved before anything else ran. */
 static int
-result (struct plughost *h, int r, int err)
+result (struct plugconn *h, int r, int err)
 {
   int e;
 
   if (r != -1)
     return 0;
   e = plughost_error_get ();
-  if (!e && h->p.errno_is_preserved)
+  if (!e && h->p->errno_is_preserved)
     e = err;
   return -(e > 0 ? e : EIO);
 }
@@ -60,7 +83,7 @@ result (struct plughost *h, int r, int err)
     result ((h), r_, err_); })
 
 static uint32_t
-fua_flag (const struct plughost *h, uint32_t flags)
+fua_flag (const struct plugconn *h, uint32_t flags)
 {
   return (flags & BACKEND_FLAG_FUA) && h->fua_mode == NBDKIT_FUA_NATIVE
          ? NBDKIT_FLAG_FUA : 0;
@@ -68,46 +91,46 @@ fua_flag (const struct plughost *h, uint32_t flags)
 
 /* An emulated FUA is a flush after the operation succeeded. */
 static bool
-needs_flush (const struct plughost *h, uint32_t flags)
+needs_flush (const struct plugconn *h, uint32_t flags)
 {
   return (flags & BACKEND_FLAG_FUA) && h->fua_mode != NBDKIT_FUA_NATIVE;
 }
 
 static int
-do_flush (struct plughost *h)
+do_flush (struct plugconn *h)
 {
-  if (h->p.flush)
-    return CALL (h, h->p.flush (h->handle, 0));
-  if (h->p._flush_v1)
-    return CALL (h, h->p._flush_v1 (h->handle));
+  if (h->p->flush)
+    return CALL (h, h->p->flush (h->handle, 0));
+  if (h->p->_flush_v1)
+    return CALL (h, h->p->_flush_v1 (h->handle));
   return -EINVAL;
 }
 
 static int
-do_pread (struct plughost *h, void *buf, uint32_t count, uint64_t offset)
+do_pread (struct plugconn *h, void *buf, uint32_t count, uint64_t offset)
 {
-  if (h->p.pread)
-    return CALL (h, h->p.pread (h->handle, buf, count, offset, 0));
-  return CALL (h, h->p._pread_v1 (h->handle, buf, count, offset));
+  if (h->p->pread)
+    return CALL (h, h->p->pread (h->handle, buf, count, offset, 0));
+  return CALL (h, h->p->_pread_v1 (h->handle, buf, count, offset));
 }
 
 /* A write without the emulated part of FUA. */
 static int
-do_pwrite (struct plughost *h, const void *buf, uint32_t count,
+do_pwrite (struct plugconn *h, const void *buf, uint32_t count,
            uint64_t offset, uint32_t flags)
 {
-  if (h->p.pwrite)
-    return CALL (h, h->p.pwrite (h->handle, buf, count, offset,
+  if (h->p->pwrite)
+    return CALL (h, h->p->pwrite (h->handle, buf, count, offset,
                                  fua_flag (h, flags)));
-  if (h->p._pwrite_v1)
-    return CALL (h, h->p._pwrite_v1 (h->handle, buf, count, offset));
+  if (h->p->_pwrite_v1)
+    return CALL (h, h->p->_pwrite_v1 (h->handle, buf, count, offset));
   return -EROFS;
 }
 
 int
 plughost_io_pread (void *hv, void *buf, uint32_t count, uint64_t offset)
 {
-  struct plughost *h = hv;
+  struct plugconn *h = hv;
 
   enter (h);
   return leave (h, do_pread (h, buf, count, offset));
@@ -117,7 +140,7 @@ int
 plughost_io_pwrite (void *hv, const void *buf, uint32_t count,
                     uint64_t offset, uint32_t flags)
 {
-  struct plughost *h = hv;
+  struct plugconn *h = hv;
   int r;
 
   enter (h);
@@ -130,7 +153,7 @@ plughost_io_pwrite (void *hv, const void *buf, uint32_t count,
 int
 plughost_io_flush (void *hv)
 {
-  struct plughost *h = hv;
+  struct plugconn *h = hv;
 
   enter (h);
   return leave (h, do_flush (h));
@@ -139,14 +162,14 @@ plughost_io_flush (void *hv)
 int
 plughost_io_trim (void *hv, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct plughost *h = hv;
+  struct plugconn *h = hv;
   int r = -EINVAL;
 
   enter (h);
-  if (h->p.trim)
-    r = CALL (h, h->p.trim (h->handle, count, offset, fua_flag (h, flags)));
-  else if (h->p._trim_v1)
-    r = CALL (h, h->p._trim_v1 (h->handle, count, offset));
+  if (h->p->trim)
+    r = CALL (h, h->p->trim (h->handle, count, offset, fua_flag (h, flags)));
+  else if (h->p->_trim_v1)
+    r = CALL (h, h->p->_trim_v1 (h->handle, count, offset));
   if (r == 0 && needs_flush (h, flags))
     r = do_flush (h);
   return leave (h, r);
@@ -155,7 +178,7 @@ plughost_io_trim (void *hv, uint32_t count, uint64_t offset, uint32_t flags)
 /* The plugin's own zero: 0, -errno, or -EOPNOTSUPP when it has none or
  * declines (the caller then writes zeros, unless asked to be fast). */
 static int
-zero_native (struct plughost *h, uint32_t count, uint64_t offset,
+zero_native (struct plugconn *h, uint32_t count, uint64_t offset,
              uint32_t flags)
 {
   uint32_t f = fua_flag (h, flags) |
@@ -164,10 +187,10 @@ zero_native (struct plughost *h, uint32_t count, uint64_t offset,
 
   if (h->zero_mode != NBDKIT_ZERO_NATIVE)
     return -EOPNOTSUPP;
-  if (h->p.zero)
-    return CALL (h, h->p.zero (h->handle, count, offset, f));
-  if (h->p._zero_v1 && !(flags & BACKEND_FLAG_FAST))
-    return CALL (h, h->p._zero_v1 (h->handle, count, offset,
+  if (h->p->zero)
+    return CALL (h, h->p->zero (h->handle, count, offset, f));
+  if (h->p->_zero_v1 && !(flags & BACKEND_FLAG_FAST))
+    return CALL (h, h->p->_zero_v1 (h->handle, count, offset,
                                    !!(flags & BACKEND_FLAG_MAY_TRIM)));
   return -EOPNOTSUPP;
 }
@@ -175,7 +198,7 @@ zero_native (struct plughost *h, uint32_t count, uint64_t offset,
 int
 plughost_io_zero (void *hv, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct plughost *h = hv;
+  struct plugconn *h = hv;
   int r;
 
   enter (h);
@@ -203,12 +226,12 @@ plughost_io_cache (void *hv, uint32_t count, uint64_t offset)
 {
   static char scratch[64 * 1024];
   static pthread_mutex_t scratch_lock = PTHREAD_MUTEX_INITIALIZER;
-  struct plughost *h = hv;
+  struct plugconn *h = hv;
   int r = 0;
 
   enter (h);
-  if (h->cache_mode == NBDKIT_CACHE_NATIVE && h->p.cache)
-    r = CALL (h, h->p.cache (h->handle, count, offset, 0));
+  if (h->cache_mode == NBDKIT_CACHE_NATIVE && h->p->cache)
+    r = CALL (h, h->p->cache (h->handle, count, offset, 0));
   else if (h->cache_mode == NBDKIT_CACHE_EMULATE) {
     pthread_mutex_lock (&scratch_lock);
     while (r == 0 && count > 0) {
@@ -226,7 +249,7 @@ int
 plughost_io_extents (void *hv, uint32_t count, uint64_t offset,
                      uint32_t flags, struct backend_extents *e)
 {
-  struct plughost *h = hv;
+  struct plugconn *h = hv;
   struct nbdkit_extents x;
   uint32_t f = (flags & BACKEND_FLAG_REQ_ONE) ? NBDKIT_FLAG_REQ_ONE : 0;
   int r;
@@ -236,7 +259,7 @@ plughost_io_extents (void *hv, uint32_t count, uint64_t offset,
     return backend_extents_add (e, offset, count, 0) >= 0 ? 0 : -EIO;
   plughost_extents_wrap (&x, e);
   enter (h);
-  r = CALL (h, h->p.extents (h->handle, count, offset, f, &x));
+  r = CALL (h, h->p->extents (h->handle, count, offset, f, &x));
   if (r == 0 && e->n == 0) {
     nbdkit_error ("extents: plugin must return at least one extent");
     r = -EINVAL;

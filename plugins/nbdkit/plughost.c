@@ -5,14 +5,16 @@
  *
  * The plugin's life follows nbdkit's call order: config stage (before any
  * fork) load, config per argument, config_complete, thread_model,
- * get_ready; open stage (after ubdkit daemonized) after_fork, preconnect,
+ * get_ready; open stage (after ubdkit daemonized) after_fork; then per
+ * connection (backend connect, on a worker thread) preconnect,
  * default_export, open, get_size and every can_* query, asked once and
- * cached; then the data callbacks; at exit close, cleanup, unload, dlclose.
+ * cached in the connection; the data callbacks; close (backend
+ * disconnect); at exit cleanup, unload, dlclose.
  *
- * One plugin handle serves every client: ubdkit's backend interface has one
- * handle per backend, not per connection (README.md says what that means).
- * Thread models: anything short of PARALLEL serializes every call with one
- * mutex, because all clients share the handle.
+ * Thread models as nbdkit: SERIALIZE_CONNECTIONS makes the core serve one
+ * connection at a time (BACKEND_ONE_CONNECTION); it and
+ * SERIALIZE_ALL_REQUESTS serialize every call with the plugin's mutex,
+ * SERIALIZE_REQUESTS with the connection's (plughost-io.c).
  *
  * Data callbacks return 0 or -errno; the errno of a plugin failure is
  * nbdkit's: nbdkit_set_error's value (per thread, reset before each call),
@@ -184,9 +186,8 @@ plughost_thread_model (struct plughost *h)
     if (r < model)
       model = r;
   }
-  h->serialize = model != NBDKIT_THREAD_MODEL_PARALLEL;
-  log_debug ("nbdkit: %s: thread model %d (%s)", h->p.name, model,
-             h->serialize ? "calls serialized" : "parallel");
+  h->model = model;
+  log_debug ("nbdkit: %s: thread model %d", h->p.name, model);
   return 0;
 }
 
@@ -242,8 +243,6 @@ plughost_close (void *hv)
 {
   struct plughost *h = hv;
 
-  if (h->handle && h->p.close)
-    h->p.close (h->handle);
   if (h->ready && h->p.cleanup)
     h->p.cleanup ();
   if (h->loaded && h->p.unload)
@@ -270,32 +269,47 @@ plughost_close (void *hv)
 
 /* The open stage: after ubdkit forked, before it serves. */
 
+static int
+plughost_open (void *hv)
+{
+  struct plughost *h = hv;
+
+  if (h->p.after_fork && h->p.after_fork () == -1) {
+    log_error ("nbdkit: %s: after_fork failed", h->p.name);
+    return -1;
+  }
+  return 0;
+}
+
+
+/* Per connection, on a worker thread. */
+
 /* A can_* query: the plugin's answer normalized to 0/1, or DFLT when it
  * has no such callback; -1 after logging if it failed. */
 static int
-ask (struct plughost *h, const char *what, int (*fn) (void *), int dflt)
+ask (struct plugconn *c, const char *what, int (*fn) (void *), int dflt)
 {
   int r;
 
   if (!fn)
     return dflt;
-  r = fn (h->handle);
+  r = fn (c->handle);
   if (r == -1)
-    log_error ("nbdkit: %s: %s failed", h->p.name, what);
+    log_error ("nbdkit: %s: %s failed", c->p->name, what);
   return r == -1 ? -1 : r != 0;
 }
 
 /* The same for the tri-state answers (NBDKIT_FUA_*, NBDKIT_CACHE_*). */
 static int
-ask3 (struct plughost *h, const char *what, int (*fn) (void *), int dflt)
+ask3 (struct plugconn *c, const char *what, int (*fn) (void *), int dflt)
 {
   int r;
 
   if (!fn)
     return dflt;
-  r = fn (h->handle);
+  r = fn (c->handle);
   if (r == -1)
-    log_error ("nbdkit: %s: %s failed", h->p.name, what);
+    log_error ("nbdkit: %s: %s failed", c->p->name, what);
   return r < 0 ? -1 : r > 2 ? 2 : r;
 }
 
@@ -303,26 +317,26 @@ ask3 (struct plughost *h, const char *what, int (*fn) (void *), int dflt)
  * from the callbacks it has; zero and FUA are emulated when it lacks them
  * (zero with writes, FUA with flush). */
 static int
-query_write_caps (struct plughost *h, uint32_t *caps)
+query_write_caps (struct plugconn *c, uint32_t *caps)
 {
-  const struct nbdkit_plugin *p = &h->p;
+  const struct nbdkit_plugin *p = c->p;
   int trim, zero, fast, fua;
 
-  trim = ask (h, "can_trim", p->can_trim, p->trim || p->_trim_v1);
-  zero = ask (h, "can_zero", p->can_zero, p->zero || p->_zero_v1);
+  trim = ask (c, "can_trim", p->can_trim, p->trim || p->_trim_v1);
+  zero = ask (c, "can_zero", p->can_zero, p->zero || p->_zero_v1);
   if (trim == -1 || zero == -1)
     return -1;
-  h->zero_mode = zero ? NBDKIT_ZERO_NATIVE : NBDKIT_ZERO_EMULATE;
+  c->zero_mode = zero ? NBDKIT_ZERO_NATIVE : NBDKIT_ZERO_EMULATE;
   /* Without a native zero, a fast zero fails at once: that is fast. */
-  fast = ask (h, "can_fast_zero", p->can_fast_zero,
-              !p->zero || h->zero_mode != NBDKIT_ZERO_NATIVE);
-  fua = ask3 (h, "can_fua", p->can_fua,
+  fast = ask (c, "can_fast_zero", p->can_fast_zero,
+              !p->zero || c->zero_mode != NBDKIT_ZERO_NATIVE);
+  fua = ask3 (c, "can_fua", p->can_fua,
               p->flush || p->_flush_v1 ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE);
   if (fast == -1 || fua == -1)
     return -1;
   if (fua == NBDKIT_FUA_NATIVE && p->_api_version == 1)
     fua = NBDKIT_FUA_EMULATE;   /* v1 callbacks take no flags */
-  h->fua_mode = fua;
+  c->fua_mode = fua;
   *caps |= BACKEND_CAN_WRITE | BACKEND_CAN_ZERO |
            (trim ? BACKEND_CAN_TRIM : 0) | (fast ? BACKEND_CAN_FAST_ZERO : 0) |
            (fua != NBDKIT_FUA_NONE ? BACKEND_CAN_FUA : 0);
@@ -330,28 +344,28 @@ query_write_caps (struct plughost *h, uint32_t *caps)
 }
 
 static int
-query_caps (struct plughost *h)
+query_caps (struct plugconn *c, bool readonly)
 {
-  const struct nbdkit_plugin *p = &h->p;
+  const struct nbdkit_plugin *p = c->p;
   uint32_t caps = BACKEND_CAN_EXTENTS;  /* emulated when the plugin can't */
   int write, flush, rot, mc, ext, cache;
 
-  write = h->readonly ? 0 : ask (h, "can_write", p->can_write,
-                                 p->pwrite || p->_pwrite_v1);
-  flush = ask (h, "can_flush", p->can_flush, p->flush || p->_flush_v1);
-  rot = ask (h, "is_rotational", p->is_rotational, 0);
+  write = readonly ? 0 : ask (c, "can_write", p->can_write,
+                              p->pwrite || p->_pwrite_v1);
+  flush = ask (c, "can_flush", p->can_flush, p->flush || p->_flush_v1);
+  rot = ask (c, "is_rotational", p->is_rotational, 0);
   if (write == -1 || flush == -1 || rot == -1 ||
-      (write && query_write_caps (h, &caps) == -1))
+      (write && query_write_caps (c, &caps) == -1))
     return -1;
-  mc = ask (h, "can_multi_conn", p->can_multi_conn, 0);
-  ext = ask (h, "can_extents", p->can_extents, p->extents != NULL);
-  cache = ask3 (h, "can_cache", p->can_cache,
+  mc = ask (c, "can_multi_conn", p->can_multi_conn, 0);
+  ext = ask (c, "can_extents", p->can_extents, p->extents != NULL);
+  cache = ask3 (c, "can_cache", p->can_cache,
                 p->cache ? NBDKIT_CACHE_NATIVE : NBDKIT_CACHE_NONE);
   if (mc == -1 || ext == -1 || cache == -1)
     return -1;
-  h->can_extents = ext && p->extents;
-  h->cache_mode = cache;
-  h->caps = caps | (flush ? BACKEND_CAN_FLUSH : 0) |
+  c->can_extents = ext && p->extents;
+  c->cache_mode = cache;
+  c->caps = caps | (flush ? BACKEND_CAN_FLUSH : 0) |
             (rot ? BACKEND_IS_ROTATIONAL : 0) |
             (mc ? BACKEND_CAN_MULTI_CONN : 0) |
             (cache != NBDKIT_CACHE_NONE ? BACKEND_CAN_CACHE : 0);
@@ -363,17 +377,17 @@ static bool is_pow2 (uint32_t x) { return x && !(x & (x - 1)); }
 /* The plugin's block size constraints, checked as nbdkit checks them;
  * ubdkit's own limit caps the maximum. */
 static int
-query_block_size (struct plughost *h)
+query_block_size (struct plugconn *c)
 {
   uint32_t min = 0, pref = 0, max = 0;
 
-  h->min_block = 1;
-  h->pref_block = 4096;
-  h->max_block = MAX_REQUEST;
-  if (!h->p.block_size)
+  c->min_block = 1;
+  c->pref_block = 4096;
+  c->max_block = MAX_REQUEST;
+  if (!c->p->block_size)
     return 0;
-  if (h->p.block_size (h->handle, &min, &pref, &max) == -1) {
-    log_error ("nbdkit: %s: block_size failed", h->p.name);
+  if (c->p->block_size (c->handle, &min, &pref, &max) == -1) {
+    log_error ("nbdkit: %s: block_size failed", c->p->name);
     return -1;
   }
   if (min == 0 && pref == 0 && max == 0)
@@ -382,91 +396,135 @@ query_block_size (struct plughost *h)
       pref > MAX_REQUEST || pref < min ||
       (max != UINT32_MAX && (max < pref || max % min))) {
     log_error ("nbdkit: %s: block_size: invalid minimum %" PRIu32
-               ", preferred %" PRIu32 " or maximum %" PRIu32, h->p.name,
+               ", preferred %" PRIu32 " or maximum %" PRIu32, c->p->name,
                min, pref, max);
     return -1;
   }
-  h->min_block = min;
-  h->pref_block = pref;
-  h->max_block = max < MAX_REQUEST ? max / min * min : MAX_REQUEST / min * min;
+  c->min_block = min;
+  c->pref_block = pref;
+  c->max_block = max < MAX_REQUEST ? max / min * min : MAX_REQUEST / min * min;
   return 0;
 }
 
-/* Before open, nbdkit resolves the export name "" through the plugin's
- * default_export; ubdkit's one connection always asks for "". */
+/* nbdkit's order before open: preconnect, then the export name "" resolved
+ * through the plugin's default_export. */
 static int
-plughost_connect (struct plughost *h)
+open_handle (struct plugconn *c, const char *export, bool readonly)
 {
-  const char *name = "";
+  const struct nbdkit_plugin *p = c->p;
 
-  if (h->p.after_fork && h->p.after_fork () == -1) {
-    log_error ("nbdkit: %s: after_fork failed", h->p.name);
+  if (p->preconnect && p->preconnect (readonly) == -1) {
+    log_error ("nbdkit: %s: preconnect refused the connection", p->name);
     return -1;
   }
-  if (h->p.preconnect && h->p.preconnect (h->readonly) == -1) {
-    log_error ("nbdkit: %s: preconnect refused the connection", h->p.name);
-    return -1;
-  }
-  if (h->p.default_export) {
-    name = h->p.default_export (h->readonly, 0);
-    if (!name) {
+  if (!*export && p->default_export) {
+    export = p->default_export (readonly, 0);
+    if (!export) {
       log_error ("nbdkit: %s: the default export (\"\") is not permitted",
-                 h->p.name);
+                 p->name);
       return -1;
     }
   }
-  plughost_set_export_name (name);
-  h->handle = h->p.open (h->readonly);
-  if (!h->handle) {
-    log_error ("nbdkit: %s: open failed", h->p.name);
+  c->export_name = strdup (export);
+  if (!c->export_name) {
+    log_error ("nbdkit: strdup: %m");
+    return -1;
+  }
+  plughost_set_export_name (c->export_name);
+  c->handle = p->open (readonly);
+  if (!c->handle) {
+    log_error ("nbdkit: %s: open failed", p->name);
     return -1;
   }
   return 0;
 }
 
+/* open and the queries, under the thread model's lock. */
 static int
-plughost_open (void *hv)
+connect_locked (struct plugconn *c, const char *export, bool readonly)
+{
+  if (open_handle (c, export, readonly) == -1)
+    return -1;
+  c->size = c->p->get_size (c->handle);
+  if (c->size < 0) {
+    log_error ("nbdkit: %s: get_size %s", c->p->name,
+               c->size == -1 ? "failed" : "returned a negative size");
+    return -1;
+  }
+  if (query_caps (c, readonly) == -1 || query_block_size (c) == -1)
+    return -1;
+  log_debug ("nbdkit: %s: connection to \"%s\": size %" PRId64
+             ", caps 0x%" PRIx32, c->p->name, c->export_name, c->size,
+             c->caps);
+  return 0;
+}
+
+static void
+plughost_disconnect (void *cv)
+{
+  struct plugconn *c = cv;
+
+  plughost_enter (c, false);
+  if (c->handle && c->p->close)
+    c->p->close (c->handle);
+  plughost_leave (c, 0);
+  pthread_mutex_destroy (&c->lock);
+  free (c->export_name);
+  free (c);
+}
+
+/* The connection's own state is allocated here, at connect (never on the
+ * I/O path), as the plugin's open allocates its own. */
+static void *
+plughost_connect (void *hv, const char *export, bool readonly)
 {
   struct plughost *h = hv;
+  struct plugconn *c = calloc (1, sizeof *c);
+  int r;
 
-  if (plughost_connect (h) == -1)
-    return -1;
-  h->size = h->p.get_size (h->handle);
-  if (h->size == -1) {
-    log_error ("nbdkit: %s: get_size failed", h->p.name);
-    return -1;
+  if (!c) {
+    log_error ("nbdkit: calloc: %m");
+    return NULL;
   }
-  if (h->size < 0) {
-    log_error ("nbdkit: %s: get_size returned %" PRId64, h->p.name, h->size);
-    return -1;
+  c->conn = true;
+  c->ph = h;
+  c->p = &h->p;
+  pthread_mutex_init (&c->lock, NULL);
+  plughost_enter (c, false);
+  r = connect_locked (c, export, readonly || h->readonly);
+  plughost_leave (c, 0);
+  if (r == -1) {
+    plughost_disconnect (c);    /* close runs only if open succeeded */
+    return NULL;
   }
-  if (query_caps (h) == -1 || query_block_size (h) == -1)
-    return -1;
-  log_debug ("nbdkit: %s: size %" PRId64 ", caps 0x%" PRIx32, h->p.name,
-             h->size, h->caps);
-  return 0;
+  return c;
 }
 
+/* The backend's own handle answers only BACKEND_ONE_CONNECTION; a
+ * connection's, what its plugin handle said. */
 static uint64_t
 plughost_get_size (void *hv)
 {
-  return ((struct plughost *) hv)->size;
+  return *(bool *) hv ? (uint64_t) ((struct plugconn *) hv)->size : 0;
 }
 
 static uint32_t
 plughost_get_caps (void *hv)
 {
-  return ((struct plughost *) hv)->caps;
+  if (*(bool *) hv)
+    return ((struct plugconn *) hv)->caps;
+  return ((struct plughost *) hv)->model == NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS
+         ? BACKEND_ONE_CONNECTION : 0;
 }
 
 static void
 plughost_block_size (void *hv, uint32_t *min, uint32_t *pref, uint32_t *max)
 {
-  struct plughost *h = hv;
+  struct plugconn *c = hv;
 
-  *min = h->min_block;
-  *pref = h->pref_block;
-  *max = h->max_block;
+  *min = c->min_block;
+  *pref = c->pref_block;
+  *max = c->max_block;
 }
 
 const struct backend_ops plughost_backend_ops = {
@@ -479,6 +537,8 @@ const struct backend_ops plughost_backend_ops = {
   .config = plughost_config,
   .open = plughost_open,
   .close = plughost_close,
+  .connect = plughost_connect,
+  .disconnect = plughost_disconnect,
   .get_size = plughost_get_size,
   .get_caps = plughost_get_caps,
   .block_size = plughost_block_size,

@@ -20,17 +20,29 @@
 
 #include "ubdkit/backend.h"
 
-/* One hosted plugin: the backend handle. */
+/* One hosted plugin: the backend handle.  Both handle types start with
+ * `conn`, so get_size and get_caps can tell which one they got. */
 struct plughost {
+  bool conn;                    /* false */
   void *dl;
   char *filename;
   struct nbdkit_plugin p;       /* the plugin's struct, zero-extended */
   char **words;                 /* config arguments, kept until unload */
   size_t nr_words;
   bool loaded, ready, readonly;
-  bool serialize;               /* thread model short of PARALLEL */
-  pthread_mutex_t lock;
-  void *handle;                 /* NULL until open succeeded */
+  int model;                    /* NBDKIT_THREAD_MODEL_* */
+  pthread_mutex_t lock;         /* SERIALIZE_CONNECTIONS, _ALL_REQUESTS */
+};
+
+/* One client connection (or ublk device): the per-connection handle,
+ * with the plugin's answers asked once at connect and cached. */
+struct plugconn {
+  bool conn;                    /* true */
+  struct plughost *ph;
+  const struct nbdkit_plugin *p;  /* &ph->p */
+  pthread_mutex_t lock;         /* SERIALIZE_REQUESTS */
+  char *export_name;            /* what nbdkit_export_name returns */
+  void *handle;                 /* the plugin's, NULL until open succeeded */
   int64_t size;
   uint32_t caps;                /* BACKEND_CAN_* */
   bool can_extents;             /* the plugin's own answer */
@@ -63,8 +75,9 @@ void plughost_set_in_request (bool in);
 /* State the public functions report; set by plughost.c. */
 void plughost_set_plugin_name (const char *name);  /* kept, not copied */
 void plughost_set_configured (void);               /* after config_complete */
-/* The export name the plugin sees (NULL: no connection yet, as before
- * open in nbdkit).  The string is kept, not copied. */
+/* The export name the plugin sees on the calling thread, set around each
+ * call for a connection (NULL: no connection, as before open in nbdkit).
+ * The string is kept, not copied. */
 void plughost_set_export_name (const char *name);
 
 /* Check that the executable exports every nbdkit_* function to plugins
@@ -75,6 +88,12 @@ int plughost_check_exports (void);
 /* Free the strings of nbdkit_*_intern: at unload, after the plugin's last
  * callback. */
 void plughost_intern_free_all (void);
+
+/* Around every call for connection H: the thread model's lock, and the
+ * connection's export name for nbdkit_export_name; DATA marks a data-path
+ * callback (errors rate limited).  leave returns R. */
+void plughost_enter (struct plugconn *h, bool data);
+int plughost_leave (struct plugconn *h, int r);
 
 /* The data-path callbacks of the backend (plughost-io.c): 0 or -errno. */
 int plughost_io_pread (void *h, void *buf, uint32_t count, uint64_t offset);

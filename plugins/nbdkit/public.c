@@ -4,9 +4,9 @@
  * returns -1 (or NULL), as nbdkit's do; nbdkit_error and nbdkit_debug
  * preserve errno, because plugins with errno_is_preserved rely on it.
  *
- * What ubdkit cannot offer the way nbdkit does: there is one plugin handle
- * for all clients (see README.md), so the peer_* functions have no peer and
- * fail with ENOTSUP, as nbdkit's do where the platform lacks them.
+ * What ubdkit does not offer: the peer_* functions have no peer (a ublk
+ * device has none, and the NBD frontend does not pass it down) and fail
+ * with ENOTSUP, as nbdkit's do where the platform lacks them.
  */
 #include <config.h>
 
@@ -31,7 +31,7 @@
 static __thread int thread_error;
 static __thread bool in_request;
 static const char *plugin_name = "nbdkit";
-static const char *export_name;
+static __thread const char *export_name;  /* the thread's connection */
 static bool configured;
 static volatile sig_atomic_t shutdown_requested;
 
