@@ -614,8 +614,7 @@ static void
 lane_lost (struct lane *ln)
 {
   if (ln->state == LANE_CONNECTED)
-    log_error ("nbd: %s: connection lost: %s; reconnecting", ln->r->uri,
-               nbd_get_error ());
+    log_error ("nbd: %s: connection lost; reconnecting", ln->r->uri);
   if (ln->state != LANE_CONNECTING)
     ln->state = LANE_LOST;
   if (ln->in_armed || ln->out_armed) {
@@ -696,8 +695,8 @@ lane_polled (struct lane *ln, int res, bool *armed, unsigned dir,
 {
   *armed = false;
   if (res > 0 && ln->nbd && !ln->cancelled &&
-      (nbd_aio_get_direction (ln->nbd) & dir))
-    notify (ln->nbd);
+      (nbd_aio_get_direction (ln->nbd) & dir) && notify (ln->nbd) == -1)
+    log_debug ("nbd: %s: %s", ln->r->uri, nbd_get_error ());
   lane_kick (ln);
 }
 
