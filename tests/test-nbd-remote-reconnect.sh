@@ -9,6 +9,7 @@ source "${srcdir:-.}/functions.sh"
 requires_prog fio
 fio --enghelp=nbd >/dev/null 2>&1 || skip "this fio lacks the nbd ioengine"
 requires $NBDSH -c pass
+requires_prog nbdinfo
 $UBDKIT --help 2>&1 | grep -q '^  nbd ' || skip "built without libnbd"
 make_tmpdir
 export tmp
@@ -23,7 +24,11 @@ start_remote () {
   rm -f "$rsock"
   $UBDKIT serve -U "$rsock" file file="$tmp/disk" 2>> "$tmp/remote.log" &
   rpid=$!
-  for i in $(seq 100); do [ -S "$rsock" ] && return; sleep 0.05; done
+  # Until it answers: its socket listens before it serves.
+  for i in $(seq 200); do
+    nbdinfo --size "$remote" >/dev/null 2>&1 && return
+    sleep 0.05
+  done
   fail "the remote did not start"
 }
 kill_remote () {
@@ -32,8 +37,11 @@ kill_remote () {
 }
 
 start_remote
-start_server sock pid nbd uri="$remote" retry=30 retry-delay=0.1
+# Two loop threads, one connection to the remote, two fio connections: one
+# loop drives the connection, the other hands its requests over to it.
+start_server sock pid -t 2 nbd uri="$remote" retry=30 retry-delay=0.1
 proxy="nbd+unix:///?socket=$sock"
+nbdinfo --size "$proxy" >/dev/null || fail "the proxy does not answer"
 
 cat > "$tmp/job.fio" <<FIO
 [global]
@@ -42,15 +50,19 @@ uri=$proxy
 rw=randwrite
 bs=4k
 iodepth=16
-size=32m
+size=16m
 # About four seconds of writes, so the remote dies twice in the middle.
-rate_iops=2000
+rate_iops=1000
 verify=crc32c
 verify_fatal=1
 do_verify=1
 verify_state_save=0
 
-[job]
+[a]
+offset=0
+
+[b]
+offset=32m
 FIO
 fio --output="$tmp/fio.out" "$tmp/job.fio" &
 fpid=$!
@@ -64,7 +76,8 @@ for round in 1 2; do
   start_remote
 done
 wait $fpid || { cat "$tmp/fio.out"; fail "fio failed through the proxy"; }
-grep -q 'err= 0' "$tmp/fio.out" || { cat "$tmp/fio.out"; fail "fio reported errors"; }
+[ "$(grep -c 'err= 0' "$tmp/fio.out")" = 2 ] ||
+  { cat "$tmp/fio.out"; fail "fio: expected two jobs with err= 0"; }
 if grep -Ei 'verify.*(bad|fail)|crc32c: wanted' "$tmp/fio.out"; then
   fail "fio reported verify errors"
 fi
