@@ -78,6 +78,36 @@ info_same "$remote" "$proxy"
 exercise "$remote" "$proxy"
 info_same "$remote" "$proxy"
 
+# A remote without multi-conn and with block size limits (nbdkit filters;
+# the log filter records what reaches it): the proxy opens one connection
+# whatever connections= says, mirrors the limits, and splits a 1 MiB zero
+# and trim into 64 KiB pieces.
+nbdkit -U "$tmp/limits.sock" -P "$tmp/limits.pid" --filter=log \
+  --filter=multi-conn --filter=blocksize-policy memory 16M \
+  multi-conn-mode=disable blocksize-minimum=512 blocksize-preferred=4096 \
+  blocksize-maximum=65536 logfile="$tmp/limits.log"
+cleanup_fn 'kill $(cat "$tmp/limits.pid")'
+remote="nbd+unix:///?socket=$tmp/limits.sock"
+start_server sock pid nbd uri="$remote" connections=4
+proxy="nbd+unix:///?socket=$sock"
+nbdinfo --size "$proxy" >/dev/null     # the proxy has connected by now
+conns=$(grep -c ' Connect export=' "$tmp/limits.log") || :
+[ "$conns" = 1 ] ||
+  fail "the proxy opened $conns connections to a remote without multi-conn"
+info_same "$remote" "$proxy"
+$NBDSH -u "$proxy" -c '
+assert not h.can_multi_conn()
+assert h.get_block_size(nbd.SIZE_MAXIMUM) == 65536
+h.zero(1 << 20, 0)
+h.trim(1 << 20, 1 << 20)
+h.pwrite(b"y" * 65536, 3 << 20)
+'
+$NBDSH -u "$remote" -c 'assert h.pread(65536, 3 << 20) == b"y" * 65536'
+for cmd in Zero Trim; do
+  n=$(grep -c " $cmd id=.* count=0x10000 " "$tmp/limits.log") || :
+  [ "$n" = 16 ] || fail "$cmd of 1 MiB: $n pieces of 64 KiB reached the remote, not 16"
+done
+
 # The remote: another ubdkit, with a minimum block size (O_DIRECT file)
 # and read-only.
 truncate -s 32M "$tmp/disk"
