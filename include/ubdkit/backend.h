@@ -241,6 +241,11 @@ extern const struct backend_ops null_backend_ops;
 #ifdef HAVE_NBDKIT
 extern const struct backend_ops plughost_backend_ops;  /* plugins/nbdkit */
 #endif
+#ifdef HAVE_LIBNBD
+/* plugins/nbd, linked into the daemon only (not into lib/ and its unit
+ * tests, which would then need libnbd): weak, NULL where absent. */
+extern const struct backend_ops remote_backend_ops __attribute__((weak));
+#endif
 
 /* Find a built-in backend by name (a host by "NAME:..."); NULL if none. */
 const struct backend_ops *backend_lookup (const char *name);

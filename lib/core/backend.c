@@ -17,6 +17,9 @@
 
 static const struct backend_ops *const builtin[] = {
   &file_backend_ops, &memory_backend_ops, &null_backend_ops,
+#ifdef HAVE_LIBNBD
+  &remote_backend_ops,          /* weak: NULL outside the daemon */
+#endif
 #ifdef HAVE_NBDKIT
   &plughost_backend_ops,
 #endif
@@ -36,8 +39,9 @@ const struct backend_ops *
 backend_lookup (const char *name)
 {
   for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
-    if ((!builtin[i]->host && strcmp (builtin[i]->name, name) == 0) ||
-        host_prefix (builtin[i], name))
+    if (builtin[i] &&
+        ((!builtin[i]->host && strcmp (builtin[i]->name, name) == 0) ||
+         host_prefix (builtin[i], name)))
       return builtin[i];
   return NULL;
 }
@@ -46,7 +50,9 @@ void
 backend_print_list (void)
 {
   for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
-    if (builtin[i]->host)       /* the synopsis starts with "NAME:" */
+    if (!builtin[i])
+      continue;
+    else if (builtin[i]->host)  /* the synopsis starts with "NAME:" */
       printf ("  %s\n%s", builtin[i]->synopsis, builtin[i]->help);
     else
       printf ("  %-8s %s\n%s", builtin[i]->name, builtin[i]->synopsis,

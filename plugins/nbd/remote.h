@@ -1,0 +1,100 @@
+/* Internal to plugins/nbd: the backend handle (nbd.c) and its connections
+ * ("lanes", lane.c).  See nbd.c for the design. */
+#ifndef UBDKIT_PLUGINS_NBD_REMOTE_H
+#define UBDKIT_PLUGINS_NBD_REMOTE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libnbd.h>
+#include <liburing.h>
+
+#include "ubdkit/backend.h"
+#include "loop.h"
+
+#define MAX_LANES 16
+#define MAX_THREADS 256
+#define DEFAULT_MAX_BLOCK (32 * 1024 * 1024)
+#define MAX_BACKOFF 30.0            /* seconds between attempts at most */
+#define IN_FLIGHT (1u << 31)        /* io->phase: libnbd owns the request */
+
+enum lane_state { LANE_CONNECTED, LANE_CONNECTING, LANE_LOST, LANE_DOWN };
+
+/* A list of requests linked through next_io. */
+struct io_list {
+  struct backend_io *head, **tail;
+};
+
+struct remote;
+
+struct lane {
+  struct remote *r;
+  struct nbd_handle *nbd;
+  int fd;
+  enum lane_state state;
+  unsigned attempts;               /* reconnection attempts in this outage */
+  struct loop *loop;               /* the owner thread; NULL until claimed */
+  struct loop_event in_ev, out_ev, timer_ev;
+  bool in_armed, out_armed, timer_armed, cancelled;
+  struct __kernel_timespec ts;
+  struct io_list pending;          /* waiting for a connection */
+  struct io_list done;             /* completed by libnbd, to look at */
+  struct loop_work kick_work;
+  /* Requests from other threads, under lock. */
+  pthread_mutex_t lock;
+  struct io_list inbox;
+  bool inbox_posted;
+  struct loop_work inbox_work;
+};
+
+struct remote {
+  char *uri;
+  unsigned nlanes, retry;
+  double retry_delay;
+  bool readonly;
+  uint64_t size;
+  uint32_t caps, min_block, pref_block, max_block, max_request;
+  struct lane lanes[MAX_LANES];
+  /* Which lane each thread uses: appended under lock, read without. */
+  pthread_mutex_t lock;
+  unsigned nclaimed;
+  struct { struct loop *loop; struct lane *lane; } map[MAX_THREADS];
+  atomic_uint nmap;
+};
+
+
+/* Set up lane LN of R around its connected handle ln->nbd. */
+void lane_init (struct lane *ln, struct remote *r);
+/* Take IO on the lane's owner thread (from submit: completes nothing
+ * before returning). */
+void lane_take (struct lane *ln, struct backend_io *io);
+
+static inline void
+list_init (struct io_list *l)
+{
+  l->head = NULL;
+  l->tail = &l->head;
+}
+
+static inline void
+list_push (struct io_list *l, struct backend_io *io)
+{
+  io->next_io = NULL;
+  *l->tail = io;
+  l->tail = &io->next_io;
+}
+
+static inline struct backend_io *
+list_pop (struct io_list *l)
+{
+  struct backend_io *io = l->head;
+
+  if (io && !(l->head = io->next_io))
+    l->tail = &l->head;
+  return io;
+}
+
+
+#endif
