@@ -1,5 +1,6 @@
-# Extended headers (NBD_OPT_EXTENDED_HEADERS) and sparse reads, spoken with
-# raw sockets because libnbd 1.14 cannot negotiate them.  Run by
+# Extended headers (NBD_OPT_EXTENDED_HEADERS) and sparse reads
+# (NBD_REPLY_TYPE_OFFSET_HOLE), spoken with raw sockets because libnbd 1.14
+# cannot negotiate extended headers.  Run by
 # test-nbd-extended.sh.
 #
 # usage: test-nbd-extended.py SOCKET PID
@@ -274,6 +275,76 @@ def case_compact_structured_unchanged():
                % err_name(err))
 
 
+def chunk_kinds(chunks):
+    """[(type, offset, length)] of a read's content chunks."""
+    out = []
+    for ch in chunks:
+        if ch["type"] == nbdraw.REPLY_TYPE_OFFSET_DATA:
+            off = struct.unpack(">Q", ch["payload"][:8])[0]
+            out.append(("data", off, len(ch["payload"]) - 8))
+        elif ch["type"] == nbdraw.REPLY_TYPE_OFFSET_HOLE:
+            off, n = struct.unpack(">QI", ch["payload"])
+            out.append(("hole", off, n))
+    return out
+
+
+def sparse_reads(c, base, handle):
+    """Reads of a hole and of a partly written range on connection C
+    (structured or extended): holes come as OFFSET_HOLE chunks, data as
+    OFFSET_DATA, tiling the range exactly (read_chunks checks that)."""
+    err, got, chunks = c.read_chunks(base, 65536, handle)
+    expect(err == 0 and got == bytes(65536), "read of a hole: %s"
+           % err_name(err))
+    expect(chunk_kinds(chunks) == [("hole", base, 65536)],
+           "read of a hole came as %s" % chunk_kinds(chunks))
+    data = os.urandom(4096)
+    c.send_request(CMD_WRITE, base + 8192, 4096, handle + 1,
+                   CMD_FLAG_PAYLOAD_LEN if c.extended else 0, data)
+    expect(final_chunk(c, handle + 1, "write") == 0, "write failed")
+    remember(base + 8192, data)
+    err, got, chunks = c.read_chunks(base, 32768, handle + 2)
+    expect(err == 0, "partly written read: %s" % err_name(err))
+    expect(got == bytes(8192) + data + bytes(20480),
+           "partly written read returned wrong data")
+    want = [("hole", base, 8192), ("data", base + 8192, 4096),
+            ("hole", base + 12288, 20480)]
+    expect(chunk_kinds(chunks) == want, "partly written read came as %s"
+           % chunk_kinds(chunks))
+    # DF: one data chunk, holes included as zeroes.
+    err, got, chunks = c.read_chunks(base, 32768, handle + 3, CMD_FLAG_DF)
+    expect(err == 0 and got == bytes(8192) + data + bytes(20480),
+           "DF read: %s" % err_name(err))
+    expect(chunk_kinds(chunks) == [("data", base, 32768)],
+           "DF read came as %s" % chunk_kinds(chunks))
+
+
+def case_sparse_reads():
+    with Conn(SOCK, TIMEOUT) as c:
+        c.handshake()
+        c.option(nbdraw.OPT_STRUCTURED_REPLY)
+        expect(c.go() is None, "GO failed")
+        sparse_reads(c, 7 * GiB + 64 * MiB, 61)
+    with ext_conn() as c:
+        sparse_reads(c, 7 * GiB + 128 * MiB, 71)
+    # libnbd's chunk callback sees the same.
+    h = nbd.NBD()
+    h.connect_unix(SOCK)
+    seen = []
+
+    def chunk(buf, offset, status, error):
+        seen.append((status, offset, len(buf)))
+        return 0
+    base = 7 * GiB + 64 * MiB
+    buf = h.pread_structured(32768, base, chunk)
+    h.shutdown()
+    expect(buf == bytes(8192) + EXPECT[base + 8192] + bytes(20480),
+           "libnbd pread_structured returned wrong data")
+    expect(sorted(seen) == sorted([(nbd.READ_HOLE, base, 8192),
+                                   (nbd.READ_DATA, base + 8192, 4096),
+                                   (nbd.READ_HOLE, base + 12288, 20480)]),
+           "libnbd saw chunks %s" % seen)
+
+
 def check_healthy(when):
     if not os.path.exists("/proc/%d" % PID):
         raise Failure("server died %s" % when)
@@ -287,7 +358,7 @@ def check_healthy(when):
 
 CASES = [case_negotiation, case_round_trips, case_block_status_64,
          case_payload_len_rules, case_bad_magic,
-         case_compact_structured_unchanged]
+         case_compact_structured_unchanged, case_sparse_reads]
 
 
 def main():

@@ -327,6 +327,13 @@ backend_start (const struct backend *b, struct loop *l,
   io->done (io, backend_call (b, io, io->ext));
 }
 
+bool
+backend_cheap_extents (const struct backend *b)
+{
+  return (b->ops->props & BACKEND_INLINE) && b->ops->extents &&
+         (b->caps & BACKEND_CAN_EXTENTS);
+}
+
 int
 backend_extents_add (struct backend_extents *e, uint64_t offset,
                      uint64_t length, uint32_t type)

@@ -44,9 +44,9 @@ struct req {
   bool final;                   /* the queued piece ends the request */
   bool pumping, again;          /* an effect-only request's piece loop */
   void *buf;                    /* the slot's data buffer */
-  /* The queued piece: a header (at most 32 bytes) and 8 bytes of chunk
-   * payload, then optional data. */
-  unsigned char hdr[40];
+  /* The queued piece: a header (at most 32 bytes) and up to 12 bytes of
+   * chunk payload, then optional data. */
+  unsigned char hdr[44];
   uint32_t hdr_len, data_len, sent;
 };
 

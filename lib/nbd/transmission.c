@@ -262,13 +262,70 @@ read_piece_done (struct backend_io *io, int res)
   conn_queue_reply (c, r);
 }
 
+/* Sparse reads: with structured replies (and no DF) a backend that knows
+ * its holes cheaply (backend_cheap_extents: memory, null) is asked before
+ * each piece what the rest of the read starts with.  A hole that reads as
+ * zeroes goes out as one OFFSET_HOLE chunk, without a read; data is read
+ * up to where it ends or the buffer is full.  The file backend is not
+ * asked: lseek(SEEK_DATA) can block (inode locks held by writers, network
+ * filesystems), the loop thread must not, and a worker round trip per
+ * piece would cost more than sending the zeroes. */
+static uint32_t
+leading_extent (struct req *r, uint32_t len, bool *hole)
+{
+  uint64_t offset = r->offset + r->pos;
+  struct backend_extent v[2];
+  struct backend_extents e = {
+    .v = v, .max = 2, .start = offset, .end = offset + len,
+  };
+  struct backend_io io = {
+    .op = BACKEND_OP_EXTENTS, .flags = BACKEND_FLAG_REQ_ONE,
+    .offset = offset, .count = len,
+  };
+
+  *hole = false;
+  if (backend_call (r->c->b, &io, &e) < 0 || e.n == 0 ||
+      v[0].offset != offset || v[0].length == 0)
+    return len;                 /* don't know: read it */
+  *hole = (v[0].type & BACKEND_EXTENT_ZERO) != 0;
+  return v[0].length < len ? v[0].length : len;
+}
+
+static void
+queue_hole (struct req *r)
+{
+  bool last = r->pos + r->piece == r->count;
+  unsigned char *p = chunk_header (r, last ? NBDP_REPLY_FLAG_DONE : 0,
+                                   NBDP_REPLY_TYPE_OFFSET_HOLE, 12);
+
+  put64 (p, r->offset + r->pos);
+  put32 (p + 8, r->piece);
+  r->hdr_len += 12;
+  r->data_len = 0;
+  r->final = last;
+  conn_queue_reply (r->c, r);
+}
+
 static void
 start_read_piece (struct req *r)
 {
+  struct conn *c = r->c;
   uint64_t left = r->count - r->pos;
-  uint32_t bufsz = r->c->nl->pool.buf_size;
+  uint32_t bufsz = c->nl->pool.buf_size;
 
   r->piece = left < bufsz ? left : bufsz;
+  if (c->structured && !(r->nflags & NBDP_CMD_FLAG_DF) &&
+      backend_cheap_extents (c->b)) {
+    bool hole;
+    uint32_t n = leading_extent (r, left, &hole);   /* reads are < 4 GiB */
+    if (hole) {
+      r->piece = n;
+      queue_hole (r);
+      return;
+    }
+    if (n < r->piece)
+      r->piece = n;
+  }
   call_backend (r, BACKEND_OP_READ, r->buf, r->piece, r->offset + r->pos,
                 read_piece_done);
 }
