@@ -111,7 +111,8 @@ opt_list (struct conn *c, const unsigned char *data)
     unsigned char *p = reply (c, NBDP_REP_SERVER, NULL, 4 + nlen + dlen);
     put32 (p, nlen);
     memcpy (p + 4, e->name, nlen);
-    memcpy (p + 4 + nlen, e->description, dlen);
+    if (dlen)                   /* memcpy from NULL is undefined */
+      memcpy (p + 4 + nlen, e->description, dlen);
   }
   reply (c, NBDP_REP_ACK, NULL, 0);
 }

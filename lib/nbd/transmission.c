@@ -38,7 +38,6 @@
 static void start_read_piece (struct req *r);
 static void start_write_piece (struct req *r);
 
-
 uint32_t
 nbdp_errno (int err)
 {
