@@ -4,7 +4,9 @@
 #   ./quickstart.sh check                          install, build, run the tests
 # Installs the Debian packages ubdkit builds and tests with, builds with
 # warnings as errors, then serves (default: a 1 GiB memory disk on
-# nbd://localhost:10809/) or runs `make check` and `make distcheck`.
+# nbd://localhost:10809/) or runs `make check`, `make distcheck`, `make
+# check-sanitizers` (the tests again, built with ASan+UBSan) and the NBD
+# fuzzer for 120 s (fuzz/run-fuzz.sh).
 set -eu
 cd "$(dirname "$0")"
 
@@ -12,7 +14,8 @@ BUILD_DEPS="build-essential autoconf automake libtool pkg-config
   liburing-dev libnbd-dev nbdkit-plugin-dev libgnutls28-dev"
 TEST_DEPS="libnbd-bin python3-libnbd nbdkit nbdfuse fuse3 qemu-utils fio
   nbd-client e2fsprogs util-linux procps psmisc
-  qemu-system-x86 qemu-system-data busybox-static cpio xz-utils"
+  qemu-system-x86 qemu-system-data busybox-static cpio xz-utils
+  valgrind clang libclang-rt-14-dev"
 
 install_deps () {
   missing=
@@ -50,6 +53,8 @@ case "$mode" in
     build
     make -j"$(nproc)" check
     make -j"$(nproc)" distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-werror
+    make -j"$(nproc)" check-sanitizers
+    fuzz/run-fuzz.sh 120
     ;;
   *)
     echo "usage: $0 serve [ubdkit serve options] | check" >&2

@@ -66,6 +66,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   char *params[] = { size };
   struct server_options o = {
     .threads = 1, .depth = 2, .buf_size = 16384, .max_connections = 1,
+    .handshake_timeout = 30,    /* the daemon's default; never 0 there */
   };
   const char *t = getenv ("FUZZ_NBD_TIMEOUT");
 

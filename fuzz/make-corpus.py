@@ -14,10 +14,12 @@ C_FIXED_NEWSTYLE, C_NO_ZEROES = 1, 2
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_STARTTLS = 1, 2, 3, 5
 OPT_INFO, OPT_GO, OPT_STRUCTURED_REPLY = 6, 7, 8
 OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT = 9, 10
+OPT_EXTENDED_HEADERS = 11
 INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE = 1, 2, 3
 REQUEST_MAGIC = 0x25609513
+EXT_REQUEST_MAGIC = 0x21E41C71
 READ, WRITE, DISC, FLUSH, TRIM, CACHE, ZERO, BLOCK_STATUS = range(8)
-FUA, NO_HOLE, DF, REQ_ONE, FAST_ZERO = 1, 2, 4, 8, 16
+FUA, NO_HOLE, DF, REQ_ONE, FAST_ZERO, PAYLOAD_LEN = 1, 2, 4, 8, 16, 32
 M = 1 << 20
 SIZE = M
 
@@ -57,12 +59,27 @@ def write(offset, length, flags=0, handle=1, byte=0xA5):
     return req(WRITE, offset, length, flags, handle, bytes([byte]) * length)
 
 
+def xreq(cmd, offset=0, length=0, flags=0, handle=1, payload=b"",
+         magic=EXT_REQUEST_MAGIC):
+    """An extended (32-byte) request: 64-bit length."""
+    return struct.pack(">IHHQQQ", magic, flags, cmd, handle,
+                       offset & (2**64 - 1), length & (2**64 - 1)) + payload
+
+
+def xwrite(offset, length, flags=PAYLOAD_LEN, handle=1, byte=0x5A):
+    return xreq(WRITE, offset, length, flags, handle, bytes([byte]) * length)
+
+
 HS = flags()
 HS_SR = HS + opt(OPT_STRUCTURED_REPLY) + \
     meta(OPT_SET_META_CONTEXT, [b"base:allocation"])
 GO = HS + go()
 GO_SR = HS_SR + go()
 DISC_ = req(DISC)
+HS_EXT = HS + opt(OPT_EXTENDED_HEADERS) + \
+    meta(OPT_SET_META_CONTEXT, [b"base:allocation"])
+GO_EXT = HS_EXT + go()
+XDISC = xreq(DISC)
 
 IO = (write(0, 4096, handle=1) + req(READ, 0, 4096, handle=2) +
       write(4095, 3, FUA, handle=3) + req(FLUSH, handle=4) +
@@ -140,6 +157,30 @@ SESSIONS = {
         DISC_,
     "req-after-disc": GO + DISC_ + req(READ, 0, 512) + b"garbage",
     "req-during-handshake": HS + req(READ, 0, 512),
+    # Extended headers.
+    "ext-opts": HS + opt(OPT_EXTENDED_HEADERS, b"x") +
+        opt(OPT_EXTENDED_HEADERS) + opt(OPT_EXTENDED_HEADERS) +
+        opt(OPT_STRUCTURED_REPLY) + opt(OPT_EXPORT_NAME),
+    "ext-after-sr": HS_SR + opt(OPT_EXTENDED_HEADERS) + go() +
+        xreq(READ, 0, 4096) + XDISC,
+    "ext-io": GO_EXT + xwrite(0, 4096) + xreq(READ, 0, 4096, handle=2) +
+        xwrite(4095, 3, PAYLOAD_LEN | FUA, handle=3) +
+        xreq(FLUSH, handle=4) + xreq(TRIM, 8192, 8192, handle=5) +
+        xreq(ZERO, 65536, 4096, handle=6) + xreq(CACHE, 0, SIZE, handle=7) +
+        xreq(BLOCK_STATUS, 0, SIZE, handle=8) +
+        xreq(BLOCK_STATUS, 0, 2**40, REQ_ONE, handle=9) + XDISC,
+    "ext-io-large": GO_EXT + xwrite(0, 50000) +
+        xreq(READ, 0, 100000, handle=2) + xreq(READ, 0, 100000, DF, handle=3) +
+        XDISC,
+    "ext-payload-rules": GO_EXT + xreq(WRITE, 0, 4096) +
+        xreq(READ, 0, 100, PAYLOAD_LEN, payload=b"\x11" * 100) +
+        xreq(99, 0, 10, PAYLOAD_LEN, payload=b"\x22" * 10) +
+        xreq(TRIM, 0, 2**63) + xreq(READ, 0, 2**33) + XDISC,
+    "ext-payload-too-big": GO_EXT + xreq(WRITE, 0, 2**32 + 1, PAYLOAD_LEN),
+    "ext-compact-request": GO_EXT + req(READ, 0, 512) + b"\0" * 4,
+    "ext-bad-magic": GO_EXT + xreq(READ, magic=0xdeadbeef),
+    "ext-eof-mid-write": GO_EXT + xreq(WRITE, 0, 40000, PAYLOAD_LEN) +
+        b"\xff" * 20000,
 }
 
 

@@ -32,6 +32,14 @@ trap _run_cleanups EXIT INT TERM
 skip () { echo "$0: SKIP: $*"; exit 77; }
 fail () { echo "$0: FAIL: $*" >&2; exit 1; }
 
+# skip_if_sanitized: for tests of memory locking and forward progress under
+# memory pressure.  ASan intercepts mlock and mlockall and does nothing (it
+# could not lock its terabytes of shadow), so a sanitized daemon runs with
+# nothing locked and these properties do not hold by construction.
+skip_if_sanitized () {
+  [ "${UBDKIT_SANITIZED:-no}" = no ] || skip "sanitizer builds cannot lock memory (ASan makes mlockall a no-op)"
+}
+
 # requires CMD [ARGS]: skip the test unless the command runs successfully.
 requires () {
   "$@" >/dev/null 2>&1 || skip "requires: '$*' failed"

@@ -27,6 +27,7 @@ OPT_GO = 7
 OPT_STRUCTURED_REPLY = 8
 OPT_LIST_META_CONTEXT = 9
 OPT_SET_META_CONTEXT = 10
+OPT_EXTENDED_HEADERS = 11
 OPT_REPLY_MAGIC = 0x3E889045565A9
 REP_ACK = 1
 REP_SERVER = 2
@@ -38,7 +39,9 @@ REP_ERR_POLICY = REP_ERR_BIT | 2
 REP_ERR_INVALID = REP_ERR_BIT | 3
 REP_ERR_UNKNOWN = REP_ERR_BIT | 6
 REP_ERR_TOO_BIG = REP_ERR_BIT | 9
+REP_ERR_EXT_HEADER_REQD = REP_ERR_BIT | 10
 INFO_EXPORT = 0
+INFO_BLOCK_SIZE = 3
 
 # Transmission flags (from NBD_INFO_EXPORT).
 TFLAG_HAS_FLAGS = 1 << 0
@@ -47,6 +50,23 @@ TFLAG_READ_ONLY = 1 << 1
 # Requests and simple replies.
 REQUEST_MAGIC = 0x25609513
 SIMPLE_REPLY_MAGIC = 0x67446698
+EXT_REQUEST_MAGIC = 0x21E41C71          # extended headers
+STRUCTURED_REPLY_MAGIC = 0x668E33EF
+EXTENDED_REPLY_MAGIC = 0x6E8A278C
+CMD_FLAG_FUA = 1 << 0
+CMD_FLAG_NO_HOLE = 1 << 1
+CMD_FLAG_DF = 1 << 2
+CMD_FLAG_REQ_ONE = 1 << 3
+CMD_FLAG_PAYLOAD_LEN = 1 << 5
+REPLY_FLAG_DONE = 1 << 0
+REPLY_TYPE_NONE = 0
+REPLY_TYPE_OFFSET_DATA = 1
+REPLY_TYPE_OFFSET_HOLE = 2
+REPLY_TYPE_BLOCK_STATUS = 5
+REPLY_TYPE_BLOCK_STATUS_EXT = 6
+REPLY_TYPE_ERROR = (1 << 15) + 1
+REPLY_TYPE_ERROR_OFFSET = (1 << 15) + 2
+STATE_HOLE, STATE_ZERO = 1, 2
 CMD_READ = 0
 CMD_WRITE = 1
 CMD_DISC = 2
@@ -81,7 +101,8 @@ def rep_name(rep):
     names = {REP_ACK: "ACK", REP_SERVER: "SERVER", REP_INFO: "INFO",
              REP_META_CONTEXT: "META_CONTEXT", REP_ERR_UNSUP: "ERR_UNSUP",
              REP_ERR_POLICY: "ERR_POLICY", REP_ERR_INVALID: "ERR_INVALID",
-             REP_ERR_UNKNOWN: "ERR_UNKNOWN", REP_ERR_TOO_BIG: "ERR_TOO_BIG"}
+             REP_ERR_UNKNOWN: "ERR_UNKNOWN", REP_ERR_TOO_BIG: "ERR_TOO_BIG",
+             REP_ERR_EXT_HEADER_REQD: "ERR_EXT_HEADER_REQD"}
     return names.get(rep, "0x%x" % rep)
 
 
@@ -106,6 +127,9 @@ class Conn:
         self.sock.connect(path)
         self.size = None
         self.tflags = None
+        self.block_size = None          # (minimum, preferred, maximum)
+        self.structured = False         # chunks instead of simple replies
+        self.extended = False           # 32-byte headers, 64-bit lengths
 
     def close(self):
         self.sock.close()
@@ -188,13 +212,42 @@ class Conn:
             raise ProtocolError("option reply length %d too big" % length)
         return opt, rep, self.recv_exact(length)
 
-    def go(self, name=b""):
-        """NBD_OPT_GO with no info requests.
+    def option(self, opt, data=b""):
+        """Send an option that has one reply; return (reply type, data)
+        and remember the header style it agreed on."""
+        self.send_option(opt, data)
+        ropt, rep, rdata = self.recv_option_reply()
+        if ropt != opt:
+            raise ProtocolError("reply for option %d, expected %d"
+                                % (ropt, opt))
+        if rep == REP_ACK and opt == OPT_STRUCTURED_REPLY:
+            self.structured = True
+        if rep == REP_ACK and opt == OPT_EXTENDED_HEADERS:
+            self.structured = self.extended = True
+        return rep, rdata
+
+    def set_meta_context(self, queries, name=b""):
+        """NBD_OPT_SET_META_CONTEXT; returns ([(id, name)], final reply)."""
+        self.send_option(OPT_SET_META_CONTEXT, struct.pack(">I", len(name)) +
+                         name + struct.pack(">I", len(queries)) +
+                         b"".join(struct.pack(">I", len(q)) + q
+                                  for q in queries))
+        contexts = []
+        while True:
+            _, rep, data = self.recv_option_reply()
+            if rep != REP_META_CONTEXT:
+                return contexts, rep
+            contexts.append((struct.unpack(">I", data[:4])[0], data[4:]))
+
+    def go(self, name=b"", infos=()):
+        """NBD_OPT_GO asking for the given NBD_INFO types.
 
         Returns (option, reply type, data) of the first error reply, or None
-        on success, after which self.size and self.tflags are set."""
+        on success, after which self.size and self.tflags (and
+        self.block_size if the server sent it) are set."""
         self.send_option(OPT_GO, struct.pack(">I", len(name)) + name +
-                         struct.pack(">H", 0))
+                         struct.pack(">H", len(infos)) +
+                         b"".join(struct.pack(">H", i) for i in infos))
         while True:
             opt, rep, data = self.recv_option_reply()
             if opt != OPT_GO:
@@ -213,6 +266,9 @@ class Conn:
                     raise ProtocolError("NBD_INFO_EXPORT length %d"
                                         % len(data))
                 self.size, self.tflags = struct.unpack(">QH", data[2:])
+            elif len(data) == 14 and struct.unpack(">H", data[:2])[0] == \
+                    INFO_BLOCK_SIZE:
+                self.block_size = struct.unpack(">III", data[2:])
 
     def open(self, name=b""):
         """Handshake and GO in one step; raise if GO fails."""
@@ -222,13 +278,56 @@ class Conn:
             raise ProtocolError("NBD_OPT_GO failed: %s" % rep_name(err[1]))
         return self
 
-    # Transmission phase (simple replies only: we never negotiate
-    # structured replies).
+    # Transmission phase.  Requests use the negotiated header style;
+    # recv_reply reads simple replies, recv_chunk structured or extended
+    # reply chunks.
 
     def send_request(self, cmd, offset=0, length=0, handle=1, flags=0,
-                     payload=b"", magic=REQUEST_MAGIC):
-        self.send(struct.pack(">IHHQQI", magic, flags, cmd, handle,
-                              offset & (2**64 - 1), length) + payload)
+                     payload=b"", magic=None, extended=None):
+        """extended (default: as negotiated) picks the 32-byte header."""
+        if extended is None:
+            extended = self.extended
+        if extended:
+            hdr = struct.pack(">IHHQQQ", EXT_REQUEST_MAGIC
+                              if magic is None else magic, flags, cmd,
+                              handle, offset & (2**64 - 1), length)
+        else:
+            hdr = struct.pack(">IHHQQI", REQUEST_MAGIC
+                              if magic is None else magic, flags, cmd,
+                              handle, offset & (2**64 - 1), length)
+        self.send(hdr + payload)
+
+    def recv_chunk(self):
+        """Read one reply chunk of the negotiated style.  Returns a dict
+        with flags, type, handle, offset (extended headers only, else
+        None) and payload."""
+        if self.extended:
+            magic, flags, rtype, handle, offset, length = \
+                struct.unpack(">IHHQQQ", self.recv_exact(32))
+            want = EXTENDED_REPLY_MAGIC
+        else:
+            magic, flags, rtype, handle, length = \
+                struct.unpack(">IHHQI", self.recv_exact(20))
+            offset, want = None, STRUCTURED_REPLY_MAGIC
+        if magic != want:
+            raise ProtocolError("reply magic 0x%x, expected 0x%x"
+                                % (magic, want))
+        if length > 64 << 20:
+            raise ProtocolError("chunk length %d too big" % length)
+        return {"flags": flags, "type": rtype, "handle": handle,
+                "offset": offset, "payload": self.recv_exact(length)}
+
+    def recv_chunks(self, handle):
+        """All chunks of one reply, up to the one flagged DONE."""
+        chunks = []
+        while True:
+            ch = self.recv_chunk()
+            if ch["handle"] != handle:
+                raise ProtocolError("chunk for handle 0x%x, expected 0x%x"
+                                    % (ch["handle"], handle))
+            chunks.append(ch)
+            if ch["flags"] & REPLY_FLAG_DONE:
+                return chunks
 
     def recv_reply(self, read_length=0):
         """Read one simple reply.  Returns (error, handle, data); data is
@@ -252,3 +351,53 @@ class Conn:
     def read(self, offset, length, handle=1):
         return self.request(CMD_READ, offset, length, handle,
                             read_length=length)
+
+    def read_chunks(self, offset, length, handle=1, flags=0):
+        """A read with chunked replies: returns (error, data, chunks) where
+        data is assembled from OFFSET_DATA and OFFSET_HOLE chunks, which
+        must cover the range exactly once."""
+        self.send_request(CMD_READ, offset, length, handle, flags)
+        chunks = self.recv_chunks(handle)
+        return assemble_read(offset, length, chunks) + (chunks,)
+
+
+def chunk_error(ch):
+    """The NBD error of an error chunk (0 for other chunks)."""
+    if not ch["type"] & (1 << 15):
+        return 0
+    return struct.unpack(">I", ch["payload"][:4])[0]
+
+
+def assemble_read(offset, length, chunks):
+    """(error, data) of a read's chunks; raises ProtocolError if content
+    chunks overlap, fall outside the range or leave part of it out."""
+    data = bytearray(length)
+    covered = []
+    for ch in chunks:
+        if chunk_error(ch):
+            return chunk_error(ch), b""
+        if ch["type"] == REPLY_TYPE_OFFSET_DATA:
+            start = struct.unpack(">Q", ch["payload"][:8])[0]
+            piece = ch["payload"][8:]
+            data[start - offset:start - offset + len(piece)] = piece
+            n = len(piece)
+        elif ch["type"] == REPLY_TYPE_OFFSET_HOLE:
+            start, n = struct.unpack(">QI", ch["payload"])
+        elif ch["type"] == REPLY_TYPE_NONE:
+            continue
+        else:
+            raise ProtocolError("read reply chunk of type %d" % ch["type"])
+        if n == 0 or start < offset or start + n > offset + length:
+            raise ProtocolError("chunk %d+%d outside read %d+%d"
+                                % (start, n, offset, length))
+        covered.append((start, n))
+    pos = offset
+    for start, n in sorted(covered):
+        if start != pos:
+            raise ProtocolError("read chunks %s do not tile %d+%d"
+                                % (sorted(covered), offset, length))
+        pos += n
+    if pos != offset + length:
+        raise ProtocolError("read chunks %s do not cover %d+%d"
+                            % (sorted(covered), offset, length))
+    return 0, bytes(data)

@@ -18,6 +18,7 @@
 # run every scenario, print one RESULT line each and exit 0 whatever
 # happened (`make check-unprotected`).  VM_SWAP_MEM overrides the memory.
 source "${srcdir:-.}/functions.sh"
+skip_if_sanitized
 vm="$srcdir/vm"
 memhog="${builddir:-.}/memhog"
 [ -x "$memhog" ] || fail "$memhog not built (make check builds it)"

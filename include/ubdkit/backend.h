@@ -314,6 +314,9 @@ int backend_workers_start (unsigned n);
 void backend_workers_stop (void);
 /* Does this backend need worker threads? */
 bool backend_needs_workers (const struct backend *b);
+/* Can its extents be asked on the loop thread at memory speed (an inline
+ * backend with an extents callback)?  Then a read may look for holes. */
+bool backend_cheap_extents (const struct backend *b);
 
 /* Helpers for backends. */
 const char *backend_param_get (const struct backend_param *p, size_t n,

@@ -368,6 +368,13 @@ backend_start (const struct backend *b, struct loop *l,
   io->done (io, backend_call (b, io, io->ext));
 }
 
+bool
+backend_cheap_extents (const struct backend *b)
+{
+  return (b->ops->props & BACKEND_INLINE) && b->ops->extents &&
+         (b->caps & BACKEND_CAN_EXTENTS);
+}
+
 int
 backend_map (const struct backend *b, enum backend_op op, uint32_t count,
              uint64_t offset, struct iovec *iov, unsigned max)

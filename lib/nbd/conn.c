@@ -52,7 +52,7 @@ conn_init (struct conn *c, struct nbd_loop *nl, int fd, const char *peer)
   c->tlen = c->toff = 0;
   c->discard = 0;
   c->after_reply_go = c->after_reply_close = false;
-  c->structured = c->meta_base_alloc = false;
+  c->structured = c->extended = c->meta_base_alloc = false;
   c->meta_export = c->exp = NULL;
   c->b = NULL;
   c->inflight = 0;

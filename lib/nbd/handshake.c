@@ -71,6 +71,13 @@ opt_export_name (struct conn *c, const unsigned char *data)
   const struct backend *b;
   unsigned char *p = c->tbuf;
 
+  if (c->extended) {
+    /* The spec forbids it with extended headers, and it has no error. */
+    log_ratelimited ("%s: NBD_OPT_EXPORT_NAME after extended headers: "
+                     "closing", c->peer);
+    c->dead = true;
+    return;
+  }
   if (!e) {
     /* This option has no error reply: all we can do is hang up. */
     log_ratelimited ("%s: NBD_OPT_EXPORT_NAME: unknown export", c->peer);
@@ -110,7 +117,7 @@ opt_list (struct conn *c, const unsigned char *data)
     unsigned char *p = reply (c, NBDP_REP_SERVER, NULL, 4 + nlen + dlen);
     put32 (p, nlen);
     memcpy (p + 4, e->name, nlen);
-    if (dlen)                   /* no description: NULL */
+    if (dlen)                   /* memcpy from NULL is undefined */
       memcpy (p + 4 + nlen, e->description, dlen);
   }
   reply (c, NBDP_REP_ACK, NULL, 0);
@@ -189,15 +196,27 @@ opt_info_go (struct conn *c, const unsigned char *data)
   }
 }
 
+/* NBD_OPT_STRUCTURED_REPLY, and NBD_OPT_EXTENDED_HEADERS (32-byte
+ * requests and replies with 64-bit lengths from GO on), which brings
+ * structured replies with it: asking for structured replies afterwards is
+ * answered as the spec says, with NBD_REP_ERR_EXT_HEADER_REQD. */
 static void
-opt_structured_reply (struct conn *c, const unsigned char *data)
+opt_reply_style (struct conn *c, const unsigned char *data)
 {
-  if (c->optlen) {
-    reply_error (c, NBDP_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
-    return;
+  bool ext = c->opt == NBDP_OPT_EXTENDED_HEADERS;
+
+  if (c->optlen)
+    reply_error (c, NBDP_REP_ERR_INVALID, "option takes no data");
+  else if (c->extended && !ext)
+    reply_error (c, NBDP_REP_ERR_EXT_HEADER_REQD,
+                 "extended headers already negotiated");
+  else if (c->extended)
+    reply_error (c, NBDP_REP_ERR_INVALID, "extended headers already negotiated");
+  else {
+    c->structured = true;
+    c->extended = ext;
+    reply (c, NBDP_REP_ACK, NULL, 0);
   }
-  c->structured = true;
-  reply (c, NBDP_REP_ACK, NULL, 0);
 }
 
 static bool
@@ -289,9 +308,10 @@ static const option_fn options[] = {
   [NBDP_OPT_STARTTLS] = opt_starttls,
   [NBDP_OPT_INFO] = opt_info_go,
   [NBDP_OPT_GO] = opt_info_go,
-  [NBDP_OPT_STRUCTURED_REPLY] = opt_structured_reply,
+  [NBDP_OPT_STRUCTURED_REPLY] = opt_reply_style,
   [NBDP_OPT_LIST_META_CONTEXT] = opt_meta_context,
   [NBDP_OPT_SET_META_CONTEXT] = opt_meta_context,
+  [NBDP_OPT_EXTENDED_HEADERS] = opt_reply_style,
 };
 
 static void

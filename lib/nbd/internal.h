@@ -36,20 +36,22 @@ struct req {
   uint16_t type, nflags;
   uint32_t bflags;              /* backend flags */
   uint64_t cookie, offset;
-  uint32_t count;
-  uint32_t pos;                 /* bytes done */
+  uint64_t count;               /* 64-bit only with extended headers */
+  uint64_t pos;                 /* bytes done */
   uint32_t piece;               /* bytes in the current piece */
   uint32_t have;                /* payload bytes of this piece received */
   int err;                      /* negative errno to report */
   bool discard;                 /* drain a rejected write's payload */
   bool final;                   /* the queued piece ends the request */
+  bool pumping, again;          /* an effect-only request's piece loop */
   void *buf;                    /* the slot's data buffer */
   /* The current piece mapped in the backend's storage (backend_map): the
    * data is sent from, or received into, these instead of buf. */
   struct iovec iov[REQ_IOV];
   unsigned niov;
-  /* The queued piece: a header and optional data. */
-  unsigned char hdr[40];
+  /* The queued piece: a header (at most 32 bytes) and up to 12 bytes of
+   * chunk payload, then optional data. */
+  unsigned char hdr[44];
   uint32_t hdr_len, data_len, sent;
 };
 
@@ -94,6 +96,7 @@ struct conn {
   uint32_t tlen, toff;
   bool after_reply_go, after_reply_close;
   bool structured;
+  bool extended;                /* extended headers (implies structured) */
   bool meta_base_alloc;
   const struct export *meta_export;
 

@@ -13,6 +13,7 @@
 #define NBDP_EXT_REQUEST_MAGIC 0x21e41c71u
 #define NBDP_SIMPLE_REPLY_MAGIC 0x67446698u
 #define NBDP_STRUCTURED_REPLY_MAGIC 0x668e33efu
+#define NBDP_EXTENDED_REPLY_MAGIC 0x6e8a278cu
 
 /* Handshake flags (server) and client flags. */
 #define NBDP_FLAG_FIXED_NEWSTYLE (1u << 0)
@@ -43,6 +44,7 @@
 #define NBDP_OPT_STRUCTURED_REPLY  8
 #define NBDP_OPT_LIST_META_CONTEXT 9
 #define NBDP_OPT_SET_META_CONTEXT  10
+#define NBDP_OPT_EXTENDED_HEADERS  11
 
 /* Option replies. */
 #define NBDP_REP_ACK          1u
@@ -58,6 +60,7 @@
 #define NBDP_REP_ERR_UNKNOWN  NBDP_REP_ERR (6)
 #define NBDP_REP_ERR_SHUTDOWN NBDP_REP_ERR (7)
 #define NBDP_REP_ERR_TOO_BIG  NBDP_REP_ERR (9)
+#define NBDP_REP_ERR_EXT_HEADER_REQD NBDP_REP_ERR (10)
 
 /* NBD_INFO types. */
 #define NBDP_INFO_EXPORT      0
@@ -79,6 +82,7 @@
 #define NBDP_CMD_FLAG_DF        (1u << 2)
 #define NBDP_CMD_FLAG_REQ_ONE   (1u << 3)
 #define NBDP_CMD_FLAG_FAST_ZERO (1u << 4)
+#define NBDP_CMD_FLAG_PAYLOAD_LEN (1u << 5)  /* extended headers only */
 
 /* Structured replies. */
 #define NBDP_REPLY_FLAG_DONE         (1u << 0)
@@ -86,6 +90,7 @@
 #define NBDP_REPLY_TYPE_OFFSET_DATA  1
 #define NBDP_REPLY_TYPE_OFFSET_HOLE  2
 #define NBDP_REPLY_TYPE_BLOCK_STATUS 5
+#define NBDP_REPLY_TYPE_BLOCK_STATUS_EXT 6  /* extended headers only */
 #define NBDP_REPLY_TYPE_ERROR        ((1u << 15) + 1)
 #define NBDP_REPLY_TYPE_ERROR_OFFSET ((1u << 15) + 2)
 
@@ -107,8 +112,10 @@
 /* Sizes of fixed wire structures. */
 #define NBDP_OPT_HEADER_SIZE     16
 #define NBDP_REQUEST_SIZE        28
+#define NBDP_EXT_REQUEST_SIZE    32
 #define NBDP_SIMPLE_REPLY_SIZE   16
 #define NBDP_STRUCTURED_HDR_SIZE 20
+#define NBDP_EXTENDED_HDR_SIZE   32
 #define NBDP_MAX_NAME            4096
 #define NBDP_MAX_STRING          4096
 

@@ -8,6 +8,13 @@
  * With structured replies every read piece is a chunk of its own, so an
  * error after some data went out is still reported cleanly; with simple
  * replies (or DF) such an error can only close the connection.
+ *
+ * With extended headers (NBD_OPT_EXTENDED_HEADERS) requests and reply
+ * headers are 32 bytes with 64-bit lengths; every reply is a chunk.  A
+ * payload travels only with NBD_CMD_FLAG_PAYLOAD_LEN, its length bounded
+ * by the advertised maximum; without it the length is an effect length,
+ * and TRIM, WRITE_ZEROES, CACHE and BLOCK_STATUS ranges over 4 GiB are
+ * run as a loop of backend calls of at most EFFECT_PIECE bytes each.
  */
 #include <config.h>
 
@@ -23,6 +30,10 @@
 /* A rejected write's payload is read and discarded up to this size, so the
  * connection stays usable; a larger one closes the connection. */
 #define WRITE_DRAIN_MAX (64u << 20)
+
+/* The largest range given to one backend call by an effect-only request
+ * (backend counts are 32-bit); a multiple of any block size we allow. */
+#define EFFECT_PIECE (1u << 30)
 
 static void start_read_piece (struct req *r);
 static void start_write_piece (struct req *r);
@@ -117,8 +128,18 @@ simple_header (struct req *r, int err)
 }
 
 static unsigned char *
-chunk_header (struct req *r, uint16_t flags, uint16_t type, uint32_t len)
+chunk_header (struct req *r, uint16_t flags, uint16_t type, uint64_t len)
 {
+  if (r->c->extended) {
+    put32 (r->hdr, NBDP_EXTENDED_REPLY_MAGIC);
+    put16 (r->hdr + 4, flags);
+    put16 (r->hdr + 6, type);
+    put64 (r->hdr + 8, r->cookie);
+    put64 (r->hdr + 16, r->offset);
+    put64 (r->hdr + 24, len);
+    r->hdr_len = NBDP_EXTENDED_HDR_SIZE;
+    return r->hdr + NBDP_EXTENDED_HDR_SIZE;
+  }
   put32 (r->hdr, NBDP_STRUCTURED_REPLY_MAGIC);
   put16 (r->hdr + 4, flags);
   put16 (r->hdr + 6, type);
@@ -166,10 +187,45 @@ call_backend (struct req *r, enum backend_op op, void *buf, uint32_t count,
   backend_start (r->c->b, &r->c->nl->loop, &r->io);
 }
 
+/* Requests without a payload in either direction run as a loop of
+ * backend calls of at most EFFECT_PIECE bytes.  A backend that completes
+ * inline calls DONE from inside call_backend, so the loop runs here
+ * rather than recursing once per piece: DONE calls next_piece. */
 static void
-simple_done (struct backend_io *io, int res)
+pump_pieces (struct req *r, enum backend_op op,
+             void (*done) (struct backend_io *, int))
 {
-  reply_final (container_of (io, struct req, io), res);
+  r->pumping = true;
+  do {
+    uint64_t left = r->count - r->pos;
+
+    r->again = false;
+    r->piece = left < EFFECT_PIECE ? left : EFFECT_PIECE;
+    call_backend (r, op, NULL, r->piece, r->offset + r->pos, done);
+  } while (r->again);
+  r->pumping = false;
+}
+
+static void
+next_piece (struct req *r)
+{
+  r->pos += r->piece;
+  if (r->pumping)
+    r->again = true;
+  else
+    pump_pieces (r, r->io.op, r->io.done);
+}
+
+/* FLUSH, TRIM, WRITE_ZEROES, CACHE. */
+static void
+effect_done (struct backend_io *io, int res)
+{
+  struct req *r = container_of (io, struct req, io);
+
+  if (res < 0 || r->count - r->pos <= r->piece)
+    reply_final (r, res);
+  else
+    next_piece (r);
 }
 
 /* READ. */
@@ -215,22 +271,92 @@ read_piece_done (struct backend_io *io, int res)
   conn_queue_reply (c, r);
 }
 
+/* Sparse reads: with structured replies (and no DF) a backend that knows
+ * its holes cheaply (backend_cheap_extents: memory, null) is asked before
+ * each piece what the rest of the read starts with.  A hole that reads as
+ * zeroes goes out as one OFFSET_HOLE chunk, without a read; data is read
+ * up to where it ends or the buffer is full.  The file backend is not
+ * asked: lseek(SEEK_DATA) can block (inode locks held by writers, network
+ * filesystems), the loop thread must not, and a worker round trip per
+ * piece would cost more than sending the zeroes. */
+static uint32_t
+leading_extent (struct req *r, uint32_t len, bool *hole)
+{
+  uint64_t offset = r->offset + r->pos;
+  struct backend_extent v[2];
+  struct backend_extents e = {
+    .v = v, .max = 2, .start = offset, .end = offset + len,
+  };
+  struct backend_io io = {
+    .op = BACKEND_OP_EXTENTS, .flags = BACKEND_FLAG_REQ_ONE,
+    .offset = offset, .count = len,
+  };
+
+  *hole = false;
+  if (backend_call (r->c->b, &io, &e) < 0 || e.n == 0 ||
+      v[0].offset != offset || v[0].length == 0)
+    return len;                 /* don't know: read it */
+  *hole = (v[0].type & BACKEND_EXTENT_ZERO) != 0;
+  return v[0].length < len ? v[0].length : len;
+}
+
+static void
+queue_hole (struct req *r)
+{
+  bool last = r->pos + r->piece == r->count;
+  unsigned char *p = chunk_header (r, last ? NBDP_REPLY_FLAG_DONE : 0,
+                                   NBDP_REPLY_TYPE_OFFSET_HOLE, 12);
+
+  put64 (p, r->offset + r->pos);
+  put32 (p + 8, r->piece);
+  r->hdr_len += 12;
+  r->data_len = 0;
+  r->final = last;
+  conn_queue_reply (r->c, r);
+}
+
+static bool
+map_read_piece (struct req *r)
+{
+  int n = backend_map (r->c->b, BACKEND_OP_READ, r->piece,
+                       r->offset + r->pos, r->iov, REQ_IOV);
+
+  if (n <= 0)
+    return false;
+  r->niov = n;
+  read_piece_done (&r->io, 0);
+  return true;
+}
+
 static void
 start_read_piece (struct req *r)
 {
-  int n;
-  uint32_t left = r->count - r->pos;
-  uint32_t bufsz = r->c->nl->pool.buf_size;
+  struct conn *c = r->c;
+  uint64_t left = r->count - r->pos;
+  uint32_t bufsz = c->nl->pool.buf_size;
+  bool shrunk = false;
 
   r->piece = left < bufsz ? left : bufsz;
-  /* Straight from the backend's storage when it allows: one copy less. */
-  n = backend_map (r->c->b, BACKEND_OP_READ, r->piece, r->offset + r->pos,
-                   r->iov, REQ_IOV);
-  if (n > 0) {
-    r->niov = n;
-    read_piece_done (&r->io, 0);
+  /* Straight from the backend's storage when it allows: one copy less.
+   * A backend refuses ranges with holes; those go on below. */
+  if (map_read_piece (r))
     return;
+  if (c->structured && !(r->nflags & NBDP_CMD_FLAG_DF) &&
+      backend_cheap_extents (c->b)) {
+    bool hole;
+    uint32_t n = leading_extent (r, left, &hole);   /* reads are < 4 GiB */
+    if (hole) {
+      r->piece = n;
+      queue_hole (r);
+      return;
+    }
+    if (n < r->piece) {
+      r->piece = n;
+      shrunk = true;
+    }
   }
+  if (shrunk && map_read_piece (r))   /* the data before a hole */
+    return;
   call_backend (r, BACKEND_OP_READ, r->buf, r->piece, r->offset + r->pos,
                 read_piece_done);
 }
@@ -297,8 +423,8 @@ static void
 start_write_piece (struct req *r)
 {
   struct conn *c = r->c;
-  uint32_t left = r->count - r->pos, n;
-  uint32_t bufsz = c->nl->pool.buf_size;
+  uint64_t left = r->count - r->pos;
+  uint32_t bufsz = c->nl->pool.buf_size, n;
 
   r->piece = left < bufsz ? left : bufsz;
   if (!r->discard) {
@@ -343,33 +469,65 @@ transmission_payload (struct req *r, int res)
     conn_recv_payload (r->c, (char *) r->buf + r->have, r->piece - r->have);
 }
 
-/* BLOCK_STATUS: extents are gathered into the slot buffer and encoded in
- * place (each 8-byte descriptor is written at or before the 24-byte
- * extent it comes from). */
+/* BLOCK_STATUS: extents are gathered into the slot buffer, one backend
+ * call per EFFECT_PIECE until the range, the buffer or REQ_ONE says stop,
+ * and encoded in place: each descriptor (8 bytes, or 16 with extended
+ * headers) is written at or before the 24-byte extent it comes from, and
+ * the chunk's leading 4 or 8 bytes after the first extent was read. */
+static void
+encode_extents (struct req *r)
+{
+  struct backend_extents e = r->ext;
+  bool ext = r->c->extended;
+  uint32_t size = ext ? 16 : 8, head = ext ? 8 : 4;
+  unsigned char *out = r->buf;
+
+  for (size_t i = 0; i < e.n; i++) {
+    struct backend_extent x = e.v[i];
+    uint32_t flags = ((x.type & BACKEND_EXTENT_HOLE) ? NBDP_STATE_HOLE : 0) |
+                     ((x.type & BACKEND_EXTENT_ZERO) ? NBDP_STATE_ZERO : 0);
+    unsigned char *d = out + head + size * i;
+    if (ext) {
+      put64 (d, x.length);
+      put32 (d + 8, 0);
+      put32 (d + 12, flags);
+    }
+    else {
+      put32 (d, x.length);
+      put32 (d + 4, flags);
+    }
+  }
+  put32 (out, NBDP_CONTEXT_BASE_ALLOCATION);
+  if (ext)
+    put32 (out + 4, e.n);
+  r->data_len = head + size * e.n;
+  chunk_header (r, NBDP_REPLY_FLAG_DONE,
+                ext ? NBDP_REPLY_TYPE_BLOCK_STATUS_EXT
+                    : NBDP_REPLY_TYPE_BLOCK_STATUS, r->data_len);
+}
+
 static void
 block_status_done (struct backend_io *io, int res)
 {
   struct req *r = container_of (io, struct req, io);
-  struct backend_extents e = r->ext;
-  unsigned char *out = r->buf;
+  struct backend_extents *e = &r->ext;
+  uint64_t piece_end = r->offset + r->pos + r->piece;
 
-  if (res == 0 && e.n == 0)
+  if (res == 0 && e->n == 0)
     res = -EIO;                 /* a backend bug: say so, don't lie */
   if (res < 0) {
     reply_final (r, res);
     return;
   }
-  for (size_t i = 0; i < e.n; i++) {
-    struct backend_extent x = e.v[i];
-    uint32_t flags = ((x.type & BACKEND_EXTENT_HOLE) ? NBDP_STATE_HOLE : 0) |
-                     ((x.type & BACKEND_EXTENT_ZERO) ? NBDP_STATE_ZERO : 0);
-    put32 (out + 4 + 8 * i, x.length);
-    put32 (out + 8 + 8 * i, flags);
+  if (r->bflags & BACKEND_FLAG_REQ_ONE)
+    e->n = 1;
+  /* Go on while the answer so far ends exactly where the piece did. */
+  if (r->count - r->pos > r->piece && e->n < e->max &&
+      e->v[e->n - 1].offset + e->v[e->n - 1].length == piece_end) {
+    next_piece (r);
+    return;
   }
-  put32 (out, NBDP_CONTEXT_BASE_ALLOCATION);
-  chunk_header (r, NBDP_REPLY_FLAG_DONE, NBDP_REPLY_TYPE_BLOCK_STATUS,
-                4 + 8 * e.n);
-  r->data_len = 4 + 8 * e.n;
+  encode_extents (r);
   r->final = true;
   conn_queue_reply (r->c, r);
 }
@@ -382,8 +540,7 @@ cmd_block_status (struct req *r)
     .start = r->offset, .end = r->offset + r->count,
   };
   r->io.ext = &r->ext;
-  call_backend (r, BACKEND_OP_EXTENTS, NULL, r->count, r->offset,
-                block_status_done);
+  pump_pieces (r, BACKEND_OP_EXTENTS, block_status_done);
 }
 
 /* Validation: the flags each command accepts, mapped to backend flags. */
@@ -402,6 +559,15 @@ static const struct {
   [NBDP_CMD_BLOCK_STATUS] = { BACKEND_OP_EXTENTS, NBDP_CMD_FLAG_REQ_ONE },
 };
 
+/* Does a payload follow this request's header? */
+static bool
+has_payload (const struct conn *c, uint16_t type, uint16_t flags)
+{
+  if (c->extended)
+    return flags & NBDP_CMD_FLAG_PAYLOAD_LEN;
+  return type == NBDP_CMD_WRITE;
+}
+
 static int
 validate (struct req *r)
 {
@@ -411,6 +577,12 @@ validate (struct req *r)
   if (r->type >= sizeof commands / sizeof commands[0] ||
       r->type == NBDP_CMD_DISC)
     return -EINVAL;
+  if (c->extended && r->type == NBDP_CMD_WRITE) {
+    /* A write's length is its payload's: the flag must say so. */
+    if (!(f & NBDP_CMD_FLAG_PAYLOAD_LEN))
+      return -EINVAL;
+    f &= ~NBDP_CMD_FLAG_PAYLOAD_LEN;
+  }
   if (f & ~commands[r->type].allowed)
     return -EINVAL;
   if ((f & NBDP_CMD_FLAG_DF) && !c->structured)
@@ -431,7 +603,7 @@ start_request (struct req *r)
 {
   int err = validate (r);
 
-  if (r->type == NBDP_CMD_WRITE) {
+  if (has_payload (r->c, r->type, r->nflags)) {
     /* The payload follows whatever we think of the request. */
     r->err = err;
     r->discard = err != 0;
@@ -450,41 +622,29 @@ start_request (struct req *r)
     cmd_block_status (r);
     break;
   default:
-    call_backend (r, commands[r->type].op, NULL, r->count, r->offset,
-                  simple_done);
+    pump_pieces (r, commands[r->type].op, effect_done);
   }
 }
 
-int
-transmission_step (struct conn *c)
+/* Requests whose payload is too large to be valid and too large to skip:
+ * past the drain limit with compact headers; with extended headers, past
+ * the advertised maximum, as the spec asks. */
+static bool
+payload_too_large (const struct conn *c, uint16_t type, uint16_t flags,
+                   uint64_t len)
 {
-  const unsigned char *p = c->rbuf + c->rstart;
-  struct nbd_loop *nl = c->nl;
-  struct req *r;
+  if (!has_payload (c, type, flags))
+    return false;
+  return c->extended ? len > c->b->max_block : len > WRITE_DRAIN_MAX;
+}
 
-  if (conn_avail (c) < NBDP_REQUEST_SIZE)
-    return 0;
-  if (get32 (p) != NBDP_REQUEST_MAGIC) {
-    log_ratelimited ("%s: bad request magic 0x%08x: closing", c->peer,
-                     get32 (p));
-    conn_fail (c);
-    return -1;
-  }
-  if (get16 (p + 6) == NBDP_CMD_DISC) {
-    log_debug ("%s: NBD_CMD_DISC", c->peer);
-    c->rstart += NBDP_REQUEST_SIZE;
-    conn_stop_reading (c);
-    conn_maybe_close (c);
-    return -1;
-  }
-  if (get16 (p + 6) == NBDP_CMD_WRITE && get32 (p + 24) > WRITE_DRAIN_MAX) {
-    /* Too large to be valid, too large to skip. */
-    log_ratelimited ("%s: write of %u bytes: closing", c->peer,
-                     get32 (p + 24));
-    conn_fail (c);
-    return -1;
-  }
-  r = request_pool_get (&nl->pool);
+/* A request slot for C, or NULL after putting C on the wait list. */
+static struct req *
+get_slot (struct conn *c)
+{
+  struct nbd_loop *nl = c->nl;
+  struct req *r = request_pool_get (&nl->pool);
+
   if (!r) {
     /* Backpressure: read nothing more until a slot comes back. */
     c->waiting_slot = true;
@@ -494,20 +654,60 @@ transmission_step (struct conn *c)
     else
       nl->wait_head = c;
     nl->wait_tail = c;
-    return 2;
   }
+  return r;
+}
+
+int
+transmission_step (struct conn *c)
+{
+  const unsigned char *p = c->rbuf + c->rstart;
+  uint32_t size = c->extended ? NBDP_EXT_REQUEST_SIZE : NBDP_REQUEST_SIZE;
+  uint32_t magic = c->extended ? NBDP_EXT_REQUEST_MAGIC : NBDP_REQUEST_MAGIC;
+  uint16_t flags, type;
+  uint64_t len;
+  struct req *r;
+
+  if (conn_avail (c) < size)
+    return 0;
+  if (get32 (p) != magic) {
+    log_ratelimited ("%s: bad request magic 0x%08x (%s headers): closing",
+                     c->peer, get32 (p), c->extended ? "extended" : "compact");
+    conn_fail (c);
+    return -1;
+  }
+  flags = get16 (p + 4);
+  type = get16 (p + 6);
+  len = c->extended ? get64 (p + 24) : get32 (p + 24);
+  if (type == NBDP_CMD_DISC) {
+    log_debug ("%s: NBD_CMD_DISC", c->peer);
+    c->rstart += size;
+    conn_stop_reading (c);
+    conn_maybe_close (c);
+    return -1;
+  }
+  if (payload_too_large (c, type, flags, len)) {
+    log_ratelimited ("%s: request type %u with a %" PRIu64 "-byte payload: "
+                     "closing", c->peer, type, len);
+    conn_fail (c);
+    return -1;
+  }
+  r = get_slot (c);
+  if (!r)
+    return 2;
   r->c = c;
   r->niov = 0;
-  r->buf = request_pool_buffer (&nl->pool, r);
-  r->nflags = get16 (p + 4);
-  r->type = get16 (p + 6);
+  r->buf = request_pool_buffer (&c->nl->pool, r);
+  r->nflags = flags;
+  r->type = type;
   r->cookie = get64 (p + 8);
   r->offset = get64 (p + 16);
-  r->count = get32 (p + 24);
-  c->rstart += NBDP_REQUEST_SIZE;
+  r->count = len;
+  c->rstart += size;
   c->inflight++;
-  log_ddebug ("%s: request type %u flags 0x%x offset %" PRIu64 " count %u",
-              c->peer, r->type, r->nflags, r->offset, r->count);
+  log_ddebug ("%s: request type %u flags 0x%x offset %" PRIu64
+              " count %" PRIu64, c->peer, r->type, r->nflags, r->offset,
+              r->count);
   start_request (r);
   return 1;
 }
