@@ -196,7 +196,10 @@ send_infos (struct conn *c, const struct export *e, const struct backend *b,
   put64 (buf, b->size);
   put16 (buf + 8, transmission_flags (b, c->structured));
   info_reply (c, NBDP_INFO_EXPORT, buf, 10);
-  if (name)
+  /* A backend with names of its own was connected under the client's. */
+  if (name && e->backend->ops->list_exports && c->name[0])
+    info_reply (c, NBDP_INFO_NAME, c->name, strlen (c->name));
+  else if (name)
     info_reply (c, NBDP_INFO_NAME, e->name, strlen (e->name));
   if (desc && e->description)
     info_reply (c, NBDP_INFO_DESCRIPTION, e->description,
