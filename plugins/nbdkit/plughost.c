@@ -6,10 +6,12 @@
  * The plugin's life follows nbdkit's call order: config stage (before any
  * fork) load, config per argument, config_complete, thread_model,
  * get_ready; open stage (after ubdkit daemonized) after_fork; then per
- * connection (backend connect, on a worker thread) preconnect,
- * default_export, open, get_size and every can_* query, asked once and
- * cached in the connection; the data callbacks; close (backend
- * disconnect); at exit cleanup, unload, dlclose.
+ * connection, on worker threads: preconnect (backend preconnect, when the
+ * client connected), list_exports for NBD_OPT_LIST (backend
+ * list_exports), then (backend connect) default_export, open, get_size
+ * and every can_* query, asked once and cached in the connection; the
+ * data callbacks; close (backend disconnect); at exit cleanup, unload,
+ * dlclose.
  *
  * Thread models as nbdkit: SERIALIZE_CONNECTIONS makes the core serve one
  * connection at a time (BACKEND_ONE_CONNECTION); it and
