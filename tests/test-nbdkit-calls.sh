@@ -8,6 +8,10 @@
 # handle it got.  Two connections one after the other and two at the same
 # time must each get their own handle; with SERIALIZE_CONNECTIONS the
 # second of two concurrent clients waits until the first one's close.
+# preconnect runs before the NBD greeting (and a refusal drops just that
+# client); NBD_OPT_LIST answers with the plugin's list_exports (or
+# default_export through nbdkit_use_default_export), refused with
+# NBD_REP_ERR_TOO_BIG when it does not fit; a listed name reaches open.
 source "${srcdir:-.}/functions.sh"
 requires_prog nbdkit
 requires $NBDSH -c pass
@@ -21,12 +25,21 @@ cat > "$tmp/all.sh" <<'SH'
 f="$tmp/data"
 case "$1" in
   config|config_complete|get_ready|after_fork|preconnect|cleanup|unload|\
-  thread_model|dump_plugin|default_export) echo "$1" >> "$tmp/calls" ;;
+  thread_model|dump_plugin|default_export|list_exports)
+    echo "$1" >> "$tmp/calls" ;;
   open) echo "open h$$ $3" >> "$tmp/calls" ;;
   *) echo "$1 $2" >> "$tmp/calls" ;;
 esac
 case "$1" in
-  config|config_complete|get_ready|after_fork|preconnect|close|cleanup) ;;
+  config|config_complete|get_ready|after_fork|close|cleanup) ;;
+  preconnect) [ ! -e "$tmp/refuse" ] || { echo "go away" >&2; exit 1; } ;;
+  list_exports)
+    case "$(cat "$tmp/listmode" 2>/dev/null)" in
+      default) exit 2 ;;        # missing: nbdkit_use_default_export
+      big) echo NAMES
+           for i in 1 2 3; do printf "%04000d\n" $i; done ;;
+      *) printf 'INTERLEAVED\ncanonical\nthe default\nsecond\nanother one\n' ;;
+    esac ;;
   unload|dump_plugin) ;;
   thread_model) echo "$MODEL" ;;
   open) echo "h$$" ;;
@@ -157,3 +170,63 @@ for MODEL in parallel serialize_connections; do
   echo "$0: $MODEL: $(grep -c . "$tmp/calls") calls, handles" \
        $(grep '^open' "$tmp/calls" | cut -d' ' -f2)
 done
+
+# preconnect before the greeting, and list_exports.
+cat > "$tmp/early.py" <<'PY'
+import json, nbd, os, socket, subprocess
+tmp, uri, path = os.environ["tmp"], os.environ["uri"], os.environ["unixsocket"]
+def preconnects():
+    return open(tmp + "/calls").read().split("\n").count("preconnect")
+def greeting():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(60)
+    data = b""
+    while len(data) < 18:
+        d = s.recv(18 - len(data))
+        if not d:
+            break
+        data += d
+    s.close()
+    return data
+# The greeting comes after preconnect ran (no option sent yet) ...
+n = preconnects()
+assert greeting()[:8] == b"NBDMAGIC"
+assert preconnects() == n + 1, "greeting before preconnect"
+# ... and not at all when it refuses; the next client is served.
+open(tmp + "/refuse", "w").close()
+assert greeting() == b"", "greeting despite a refusing preconnect"
+assert subprocess.run(["nbdinfo", uri], capture_output=True).returncode != 0
+os.unlink(tmp + "/refuse")
+h = nbd.NBD(); h.connect_uri(uri); h.pread(512, 0); h.shutdown()
+def listing():
+    out = json.loads(subprocess.check_output(["nbdinfo", "--list", "--json",
+                                              uri]))
+    return [(e["export-name"], e.get("description")) for e in out["exports"]]
+got = listing()
+assert got == [("canonical", "the default"), ("second", "another one")], got
+# A listed name reaches open (and nbdkit_export_name).
+h = nbd.NBD()
+h.connect_uri(uri.replace("///?", "///second?"))
+h.pread(512, 0)
+h.shutdown()
+last_open = [l for l in open(tmp + "/calls") if l.startswith("open ")][-1]
+assert last_open.split()[2:] == ["second"], last_open
+open(tmp + "/listmode", "w").write("default")
+got = listing()
+assert got == [("canonical", None)], got
+open(tmp + "/listmode", "w").write("big")
+r = subprocess.run(["nbdinfo", "--list", uri], capture_output=True)
+assert r.returncode != 0, "12 KB of names fitted in a 10 KB reply buffer"
+os.unlink(tmp + "/listmode")
+assert len(listing()) == 2
+PY
+export MODEL=parallel
+rm -f "$tmp/calls"
+$UBDKIT serve -U - nbdkit:sh "$tmp/all.sh" \
+    --run '"$PYTHON" "$tmp/early.py"' 2>"$tmp/err" ||
+  fail "preconnect or list_exports: $(cat "$tmp/err")"
+grep -q 'the backend refused the connection (preconnect)' "$tmp/err" ||
+  fail "no log line for the refused client: $(cat "$tmp/err")"
+grep -q "NBD_OPT_LIST: the backend's exports do not fit" "$tmp/err" ||
+  fail "no log line for the list too big: $(cat "$tmp/err")"

@@ -29,6 +29,7 @@
 struct io_uring;
 struct iovec;
 struct loop;
+struct backend_conn;
 
 /* Request types, shared by both frontends. */
 enum backend_op {
@@ -155,8 +156,19 @@ struct backend_ops {
    * connect, get_size and get_caps are asked once, in backend_open; with
    * it, once per connection (the backend's own get_caps may still report
    * BACKEND_ONE_CONNECTION). */
-  void *(*connect) (void *h, const char *export, bool readonly);
+  void *(*connect) (void *h, const char *export, bool readonly, int peer_fd);
   void (*disconnect) (void *ch);
+  /* Per-connection steps before connect (optional), on workers too; both
+   * get the client's socket PEER_FD (-1: a ublk device has none).
+   * preconnect runs as soon as a client connected, before the NBD
+   * greeting: 0, or -1 after logging (the client is dropped).
+   * list_exports answers NBD_OPT_LIST with the backend's own export names,
+   * which the default export then accepts (any name goes to its connect):
+   * it calls bc->list_add for each and returns 0, -EIO after logging, or
+   * what list_add returned when it refused one. */
+  int (*preconnect) (void *h, int peer_fd, bool readonly);
+  int (*list_exports) (void *h, int peer_fd, bool readonly,
+                       struct backend_conn *bc);
 
   uint64_t (*get_size) (void *h);
   uint32_t (*get_caps) (void *h);     /* BACKEND_CAN_* */
@@ -214,6 +226,11 @@ struct backend {
   struct backend_conn *wait_head, *wait_tail;
 };
 
+enum backend_job {
+  BACKEND_JOB_CONNECT, BACKEND_JOB_DISCONNECT, BACKEND_JOB_PRECONNECT,
+  BACKEND_JOB_LIST,
+};
+
 /* One connection's view of a backend, in storage the frontend preallocated
  * (one per NBD connection slot, one per ublk device).  Once connected,
  * `view` is what the connection serves: the backend itself for backends
@@ -223,9 +240,16 @@ struct backend_conn {
   struct backend view;
   struct backend *b;            /* the backend connected to */
   const char *export;           /* kept, not copied, until connected */
+  int peer_fd;                  /* the client's socket; -1: none (ublk) */
   bool connected;               /* view is valid; disconnect is due */
-  bool busy;                    /* a connect or disconnect is under way */
-  bool closing;                 /* the job under way is a disconnect */
+  bool busy;                    /* a job is under way */
+  enum backend_job job;         /* the job under way (or last) */
+  struct backend *asked;        /* PRECONNECT, LIST: the backend asked (b
+                                 * stays the one connected to) */
+  /* LIST: called on the worker for each export, while the frontend waits
+   * for done: 0, or a negative errno to stop the list (-E2BIG). */
+  int (*list_add) (struct backend_conn *bc, const char *name,
+                   const char *description);
   int result;
   void (*done) (struct backend_conn *bc, int res);
   /* Used by the core while the job waits for or runs on a worker. */
@@ -276,11 +300,25 @@ int backend_connect_start (struct backend_conn *bc, struct backend *b,
  * thread, after the backend's disconnect ran on a worker. */
 int backend_disconnect_start (struct backend_conn *bc, struct loop *l,
                               void (*done) (struct backend_conn *, int));
+/* The per-connection steps before connect (backend_ops.preconnect,
+ * list_exports) of backend B, for connection BC (peer_fd set) from loop
+ * L's thread: 0 if B has no such step (done is not called), else 1 and
+ * done (bc, 0 or -errno) runs later on L's thread.  BC may be connected
+ * to another backend meanwhile (bc->b is left alone). */
+int backend_preconnect_start (struct backend_conn *bc, struct backend *b,
+                              struct loop *l,
+                              void (*done) (struct backend_conn *, int));
+int backend_list_start (struct backend_conn *bc, struct backend *b,
+                        struct loop *l,
+                        int (*add) (struct backend_conn *, const char *,
+                                    const char *),
+                        void (*done) (struct backend_conn *, int));
 /* A connect still waiting for its turn ends with -ECANCELED without
  * reaching the backend (its done still runs).  Loop thread only. */
 void backend_connect_cancel (struct backend_conn *bc);
-/* The same from a thread that may block (not a loop): connect waits for
- * the worker.  backend_connect returns 0, or -1 after logging. */
+/* The same from a thread that may block (not a loop), for a connection
+ * without a socket (a ublk device): preconnect, then connect, each waiting
+ * for its worker.  backend_connect returns 0, or -1 after logging. */
 int backend_connect (struct backend_conn *bc, struct backend *b,
                      const char *export);
 void backend_disconnect (struct backend_conn *bc);

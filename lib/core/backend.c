@@ -236,7 +236,8 @@ backend_conn_open (struct backend_conn *bc)
   *v = *bc->b;
   v->nr_conns = 0;
   v->wait_head = v->wait_tail = NULL;
-  v->h = bc->b->ops->connect (bc->b->h, bc->export, bc->b->readonly);
+  v->h = bc->b->ops->connect (bc->b->h, bc->export, bc->b->readonly,
+                             bc->peer_fd);
   if (!v->h)
     return -EIO;
   backend_ask (v);
@@ -248,6 +249,23 @@ backend_conn_close (struct backend_conn *bc)
 {
   bc->b->ops->disconnect (bc->view.h);
   bc->view.h = NULL;
+}
+
+int
+backend_conn_preconnect (struct backend_conn *bc)
+{
+  struct backend *b = bc->asked;
+
+  return b->ops->preconnect (b->h, bc->peer_fd, b->readonly) == -1
+         ? -EPERM : 0;
+}
+
+int
+backend_conn_list (struct backend_conn *bc)
+{
+  struct backend *b = bc->asked;
+
+  return b->ops->list_exports (b->h, bc->peer_fd, b->readonly, bc);
 }
 
 void

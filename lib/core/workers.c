@@ -100,13 +100,24 @@ release (struct backend *b)
     admit (pop_conn (&b->wait_head, &b->wait_tail));
 }
 
+/* What a finished job leaves: a connection or none (the steps before
+ * connect leave it as it was). */
+static void
+settle (struct backend_conn *bc)
+{
+  if (bc->job == BACKEND_JOB_CONNECT)
+    bc->connected = bc->result == 0;
+  else if (bc->job == BACKEND_JOB_DISCONNECT)
+    bc->connected = false;
+}
+
 static void
 conn_done (struct loop_work *w)
 {
   struct backend_conn *bc = container_of (w, struct backend_conn, work);
 
   bc->busy = false;
-  bc->connected = !bc->closing && bc->result == 0;
+  settle (bc);
   bc->done (bc, bc->result);
 }
 
@@ -122,7 +133,7 @@ finish (struct backend_conn *bc, int res)
   }
   pthread_mutex_lock (&W.lock);
   bc->busy = false;
-  bc->connected = !bc->closing && res == 0;
+  settle (bc);
   pthread_cond_broadcast (&W.sync_cond);
   pthread_mutex_unlock (&W.lock);
 }
@@ -132,11 +143,14 @@ run_conn_job (struct backend_conn *bc)
 {
   int r = 0;
 
-  if (bc->closing)
-    backend_conn_close (bc);
-  else
-    r = backend_conn_open (bc);
-  if (bc->closing || r < 0) {
+  switch (bc->job) {
+  case BACKEND_JOB_CONNECT: r = backend_conn_open (bc); break;
+  case BACKEND_JOB_DISCONNECT: backend_conn_close (bc); break;
+  case BACKEND_JOB_PRECONNECT: r = backend_conn_preconnect (bc); break;
+  case BACKEND_JOB_LIST: r = backend_conn_list (bc); break;
+  }
+  if (bc->job == BACKEND_JOB_DISCONNECT ||
+      (bc->job == BACKEND_JOB_CONNECT && r < 0)) {
     pthread_mutex_lock (&W.lock);
     release (bc->b);
     pthread_mutex_unlock (&W.lock);
@@ -144,36 +158,42 @@ run_conn_job (struct backend_conn *bc)
   finish (bc, r);
 }
 
-/* Queue a job for the workers (or, without a pool, run it here). */
+/* Queue a job for the workers (or, without a pool, run it here).  Only
+ * a connect counts as a connection and may have to wait its turn. */
 static void
 start_conn_job (struct backend_conn *bc)
 {
+  bool connect = bc->job == BACKEND_JOB_CONNECT;
+
   if (W.n == 0) {
-    if (!bc->closing)
+    if (connect)
       bc->b->nr_conns++;
     run_conn_job (bc);
     return;
   }
   pthread_mutex_lock (&W.lock);
-  if (bc->closing) {
+  if (connect)
+    admit (bc);
+  else {
     push_conn (&W.conn_head, &W.conn_tail, bc);
     pthread_cond_signal (&W.cond);
   }
-  else
-    admit (bc);
   pthread_mutex_unlock (&W.lock);
 }
 
-/* BC starts a job from a loop (L) or, with L NULL, a blocking caller. */
-static void
-prepare (struct backend_conn *bc, struct loop *l, bool closing,
-         void (*done) (struct backend_conn *, int))
+/* BC starts a job from a loop (L) or, with L NULL, a blocking caller.
+ * Returns 1 (its done is due). */
+static int
+start_job (struct backend_conn *bc, struct loop *l, enum backend_job job,
+           void (*done) (struct backend_conn *, int))
 {
   bc->loop = l;
   bc->done = done;
-  bc->closing = closing;
+  bc->job = job;
   bc->busy = true;
   bc->result = 0;
+  start_conn_job (bc);
+  return 1;
 }
 
 int
@@ -188,9 +208,7 @@ backend_connect_start (struct backend_conn *bc, struct backend *b,
     bc->connected = true;
     return 0;
   }
-  prepare (bc, l, false, done);
-  start_conn_job (bc);
-  return 1;
+  return start_job (bc, l, BACKEND_JOB_CONNECT, done);
 }
 
 int
@@ -202,9 +220,32 @@ backend_disconnect_start (struct backend_conn *bc, struct loop *l,
     return 0;
   }
   bc->connected = false;
-  prepare (bc, l, true, done);
-  start_conn_job (bc);
-  return 1;
+  return start_job (bc, l, BACKEND_JOB_DISCONNECT, done);
+}
+
+int
+backend_preconnect_start (struct backend_conn *bc, struct backend *b,
+                          struct loop *l,
+                          void (*done) (struct backend_conn *, int))
+{
+  if (!b->ops->preconnect)
+    return 0;
+  bc->asked = b;
+  return start_job (bc, l, BACKEND_JOB_PRECONNECT, done);
+}
+
+int
+backend_list_start (struct backend_conn *bc, struct backend *b,
+                    struct loop *l,
+                    int (*add) (struct backend_conn *, const char *,
+                                const char *),
+                    void (*done) (struct backend_conn *, int))
+{
+  if (!b->ops->list_exports)
+    return 0;
+  bc->asked = b;
+  bc->list_add = add;
+  return start_job (bc, l, BACKEND_JOB_LIST, done);
 }
 
 void
@@ -214,6 +255,8 @@ backend_connect_cancel (struct backend_conn *bc)
   struct backend_conn **p;
   bool found = false;
 
+  if (bc->job != BACKEND_JOB_CONNECT)
+    return;                     /* only connects wait for their turn */
   pthread_mutex_lock (&W.lock);
   for (p = &b->wait_head; *p; p = &(*p)->next)
     if (*p == bc) {
@@ -243,6 +286,13 @@ int
 backend_connect (struct backend_conn *bc, struct backend *b,
                  const char *export)
 {
+  bc->peer_fd = -1;
+  if (backend_preconnect_start (bc, b, NULL, NULL) == 1 &&
+      wait_sync (bc) < 0) {
+    log_error ("%s: the backend refused the connection (preconnect)",
+               b->args);
+    return -1;
+  }
   if (backend_connect_start (bc, b, NULL, export, NULL) == 0)
     return 0;
   if (wait_sync (bc) < 0) {

@@ -12,5 +12,8 @@ void backend_workers_run (const struct backend *b, struct loop *l,
  * in bc->view (0 or -errno); and its disconnect. */
 int backend_conn_open (struct backend_conn *bc);
 void backend_conn_close (struct backend_conn *bc);
+/* The steps before connect, of bc->asked: 0 or -errno. */
+int backend_conn_preconnect (struct backend_conn *bc);
+int backend_conn_list (struct backend_conn *bc);
 
 #endif

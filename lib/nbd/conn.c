@@ -61,6 +61,12 @@ conn_init (struct conn *c, struct nbd_loop *nl, int fd, const char *peer)
   c->stream_owner = NULL;
   c->send_busy = false;
   c->phase = PHASE_HANDSHAKE;
+  memset (&c->bconn, 0, sizeof c->bconn);
+  c->bconn.peer_fd = fd;
+  c->hs_paused = false;
+  c->connect_res = c->list_res = 0;
+  c->pre_next = 0;
+  c->name[0] = '\0';
 }
 
 uint32_t
@@ -210,23 +216,31 @@ conn_schedule_input (struct conn *c)
   loop_defer (&c->nl->loop, &c->input_work);
 }
 
+/* A backend's job for the handshake finished: carry on. */
 static void
-connect_done (struct backend_conn *bc, int res)
+resume (struct conn *c)
 {
-  struct conn *c = container_of (bc, struct conn, bconn);
-
   c->hs_paused = false;
-  c->connect_res = res;
-  if (res < 0 && res != -ECANCELED)
-    log_ratelimited ("%s: the backend refused the connection", c->peer);
   if (c->dead || c->read_done)
     conn_maybe_close (c);
   else
     conn_schedule_input (c);    /* runs the paused option again */
 }
 
+static void
+connect_done (struct backend_conn *bc, int res)
+{
+  struct conn *c = container_of (bc, struct conn, bconn);
+
+  c->connect_res = res;
+  if (res < 0 && res != -ECANCELED)
+    log_ratelimited ("%s: the backend refused the connection", c->peer);
+  resume (c);
+}
+
 const struct backend *
-conn_backend (struct conn *c, const struct export *e, const char *name)
+conn_backend (struct conn *c, const struct export *e, const char *name,
+              uint32_t len)
 {
   struct backend_conn *bc = &c->bconn;
   struct loop *l = &c->nl->loop;
@@ -235,16 +249,97 @@ conn_backend (struct conn *c, const struct export *e, const char *name)
     c->connect_res = 0;
     return NULL;
   }
-  if (bc->connected && bc->b == e->backend)
+  if (bc->connected && bc->b == e->backend && strlen (c->name) == len &&
+      memcmp (c->name, name, len) == 0)
     return &bc->view;
   c->hs_paused = true;
-  /* Another export than an earlier NBD_OPT_INFO's: release that first. */
+  /* Another export or name than an earlier NBD_OPT_INFO's: release that
+   * first. */
   if (bc->connected && backend_disconnect_start (bc, l, connect_done) == 1)
     return NULL;
-  if (backend_connect_start (bc, e->backend, l, name, connect_done) == 1)
+  memcpy (c->name, name, len);  /* len <= NBDP_MAX_NAME: an export's */
+  c->name[len] = '\0';
+  if (backend_connect_start (bc, e->backend, l, c->name, connect_done) == 1)
     return NULL;
   c->hs_paused = false;
   return &bc->view;
+}
+
+/* nbdkit calls its plugin's preconnect as soon as a client connected,
+ * before the greeting: so do we, for each export's backend that has the
+ * step, one after the other on workers. */
+static void preconnect_next (struct conn *c);
+
+static void
+preconnect_done (struct backend_conn *bc, int res)
+{
+  struct conn *c = container_of (bc, struct conn, bconn);
+
+  c->hs_paused = false;
+  if (res < 0) {
+    log_ratelimited ("%s: the backend refused the connection (preconnect)",
+                     c->peer);
+    conn_fail (c);
+    return;
+  }
+  if (c->dead || c->read_done) {
+    conn_maybe_close (c);
+    return;
+  }
+  c->pre_next++;
+  preconnect_next (c);
+}
+
+static void
+preconnect_next (struct conn *c)
+{
+  for (; c->pre_next < server_nr_exports; c->pre_next++) {
+    c->hs_paused = true;
+    if (backend_preconnect_start (&c->bconn,
+                                  server_exports[c->pre_next].backend,
+                                  &c->nl->loop, preconnect_done) == 1)
+      return;
+    c->hs_paused = false;
+  }
+  handshake_start (c);
+}
+
+void
+conn_start (struct conn *c)
+{
+  preconnect_next (c);
+}
+
+static void
+list_done (struct backend_conn *bc, int res)
+{
+  struct conn *c = container_of (bc, struct conn, bconn);
+
+  c->list_res = res < 0 ? res : 1;
+  resume (c);
+}
+
+int
+conn_list_exports (struct conn *c, uint32_t room,
+                   int (*add) (struct backend_conn *, const char *,
+                               const char *))
+{
+  int r = c->list_res;
+
+  if (r) {                      /* the option again, with the answer */
+    c->list_res = 0;
+    if (r == 1)
+      c->tlen = c->list_len;
+    return r;
+  }
+  c->list_len = 0;
+  c->list_room = room;
+  c->hs_paused = true;
+  if (backend_list_start (&c->bconn, server_exports[0].backend,
+                          &c->nl->loop, add, list_done) == 1)
+    return 0;
+  c->hs_paused = false;
+  return 0;
 }
 
 static void

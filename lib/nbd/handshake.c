@@ -9,6 +9,7 @@
  */
 #include <config.h>
 
+#include <errno.h>
 #include <string.h>
 
 #include "internal.h"
@@ -33,8 +34,19 @@ handshake_start (struct conn *c)
   conn_send_tbuf (c);
 }
 
+static void
+put_reply_header (unsigned char *p, uint32_t opt, uint32_t type, uint32_t len)
+{
+  put64 (p, NBDP_REP_MAGIC);
+  put32 (p + 8, opt);
+  put32 (p + 12, type);
+  put32 (p + 16, len);
+}
+
 /* Append an option reply of type TYPE with LEN bytes of DATA (may be NULL
- * when the caller fills them in afterwards).  Returns the data's address. */
+ * when the caller fills them in afterwards).  Returns the data's address,
+ * or NULL (and the connection closes after what fits) if it would not fit:
+ * callers then write nothing. */
 static unsigned char *
 reply (struct conn *c, uint32_t type, const void *data, uint32_t len)
 {
@@ -45,12 +57,9 @@ reply (struct conn *c, uint32_t type, const void *data, uint32_t len)
      * configuration limits; this is a bug if it ever happens. */
     log_error ("%s: option reply too large", c->peer);
     c->after_reply_close = true;
-    return p;
+    return NULL;
   }
-  put64 (p, NBDP_REP_MAGIC);
-  put32 (p + 8, c->opt);
-  put32 (p + 12, type);
-  put32 (p + 16, len);
+  put_reply_header (p, c->opt, type, len);
   if (data)
     memcpy (p + 20, data, len);
   c->tlen += 20 + len;
@@ -84,7 +93,7 @@ opt_export_name (struct conn *c, const unsigned char *data)
     c->dead = true;
     return;
   }
-  b = conn_backend (c, e, c->optlen ? e->name : "");
+  b = conn_backend (c, e, (const char *) data, c->optlen);
   if (!b) {
     c->dead = !c->hs_paused;    /* refused: hang up, as for no export */
     return;
@@ -103,22 +112,71 @@ opt_export_name (struct conn *c, const unsigned char *data)
   c->after_reply_go = true;
 }
 
+/* An NBD_REP_SERVER reply's data at P: name length, name, description
+ * (none: NULL).  Returns its length. */
+static uint32_t
+put_server (unsigned char *p, const char *name, const char *desc)
+{
+  uint32_t nlen = strlen (name), dlen = desc ? strlen (desc) : 0;
+
+  if (p) {
+    put32 (p, nlen);
+    memcpy (p + 4, name, nlen);
+    memcpy (p + 4 + nlen, desc ? desc : "", dlen);
+  }
+  return 4 + nlen + dlen;
+}
+
+/* One of the default export's backend's own exports, from a worker while
+ * the connection waits (conn_list_exports): appended after the ones
+ * before it, up to list_room, touching nothing else of the connection. */
+static int
+list_add (struct backend_conn *bc, const char *name, const char *desc)
+{
+  struct conn *c = container_of (bc, struct conn, bconn);
+  uint32_t len = put_server (NULL, name, desc);
+  unsigned char *p = c->tbuf + c->list_len;
+
+  if (c->list_len + 20 + len > c->list_room)
+    return -E2BIG;
+  put_reply_header (p, NBDP_OPT_LIST, NBDP_REP_SERVER, len);
+  put_server (p + 20, name, desc);
+  c->list_len += 20 + len;
+  return 0;
+}
+
 static void
 opt_list (struct conn *c, const unsigned char *data)
 {
+  uint32_t room = CONN_TBUF - 20;       /* the ACK's */
+  int r;
+
   if (c->optlen) {
     reply_error (c, NBDP_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
     return;
   }
-  for (size_t i = 0; i < server_nr_exports; i++) {
+  for (size_t i = 1; i < server_nr_exports; i++) {
+    uint32_t len = 20 + put_server (NULL, server_exports[i].name,
+                                    server_exports[i].description);
+    room = room > len ? room - len : 0;
+  }
+  r = conn_list_exports (c, room, list_add);
+  if (c->hs_paused)
+    return;
+  if (r < 0) {
+    log_ratelimited ("%s: NBD_OPT_LIST: %s", c->peer, r == -E2BIG
+                     ? "the backend's exports do not fit in a reply buffer"
+                     : "the backend failed to list its exports");
+    reply_error (c, r == -E2BIG ? NBDP_REP_ERR_TOO_BIG : NBDP_REP_ERR_PLATFORM,
+                 r == -E2BIG ? "too many exports" : "cannot list exports");
+    return;
+  }
+  /* Listed by its backend, the default export stands for those names. */
+  for (size_t i = r; i < server_nr_exports; i++) {
     const struct export *e = &server_exports[i];
-    uint32_t nlen = strlen (e->name);
-    uint32_t dlen = e->description ? strlen (e->description) : 0;
-    unsigned char *p = reply (c, NBDP_REP_SERVER, NULL, 4 + nlen + dlen);
-    put32 (p, nlen);
-    memcpy (p + 4, e->name, nlen);
-    if (dlen)                   /* memcpy from NULL is undefined */
-      memcpy (p + 4 + nlen, e->description, dlen);
+    put_server (reply (c, NBDP_REP_SERVER, NULL,
+                       put_server (NULL, e->name, e->description)),
+                e->name, e->description);
   }
   reply (c, NBDP_REP_ACK, NULL, 0);
 }
@@ -128,6 +186,8 @@ info_reply (struct conn *c, uint16_t type, const void *data, uint32_t len)
 {
   unsigned char *p = reply (c, NBDP_REP_INFO, NULL, 2 + len);
 
+  if (!p)
+    return;
   put16 (p, type);
   memcpy (p + 2, data, len);
 }
@@ -147,7 +207,10 @@ send_infos (struct conn *c, const struct export *e, const struct backend *b,
   put64 (buf, b->size);
   put16 (buf + 8, transmission_flags (b, c->structured));
   info_reply (c, NBDP_INFO_EXPORT, buf, 10);
-  if (name)
+  /* A backend with names of its own was connected under the client's. */
+  if (name && e->backend->ops->list_exports && c->name[0])
+    info_reply (c, NBDP_INFO_NAME, c->name, strlen (c->name));
+  else if (name)
     info_reply (c, NBDP_INFO_NAME, e->name, strlen (e->name));
   if (desc && e->description)
     info_reply (c, NBDP_INFO_DESCRIPTION, e->description,
@@ -177,7 +240,7 @@ opt_info_go (struct conn *c, const unsigned char *data)
     reply_error (c, NBDP_REP_ERR_UNKNOWN, "unknown export");
     return;
   }
-  b = conn_backend (c, e, nlen ? e->name : "");
+  b = conn_backend (c, e, (const char *) data + 4, nlen);
   if (!b) {
     if (!c->hs_paused)
       reply_error (c, NBDP_REP_ERR_UNKNOWN, "the backend refused the "
@@ -235,6 +298,8 @@ meta_reply (struct conn *c)
   static const char name[] = "base:allocation";
   unsigned char *p = reply (c, NBDP_REP_META_CONTEXT, NULL, 4 + sizeof name - 1);
 
+  if (!p)
+    return;
   put32 (p, NBDP_CONTEXT_BASE_ALLOCATION);
   memcpy (p + 4, name, sizeof name - 1);
 }

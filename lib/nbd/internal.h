@@ -18,6 +18,7 @@
 #include "ubdkit/backend.h"
 #include "loop.h"
 #include "request-pool.h"
+#include "protocol.h"
 #include "server.h"
 
 #define CONN_RBUF   8192        /* input buffer: headers, options, names */
@@ -85,8 +86,16 @@ struct conn {
   /* The backend as this connection sees it (its own handle, for
    * backends with per-connection handles). */
   struct backend_conn bconn;
-  bool hs_paused;               /* an option waits for the connect */
+  bool hs_paused;               /* the greeting or an option waits for a
+                                 * job of the backend's (bconn) */
   int connect_res;              /* a failed connect, for its option */
+  size_t pre_next;              /* the next export to preconnect */
+  char name[NBDP_MAX_NAME + 1]; /* the export name connected to */
+  /* NBD_OPT_LIST by the default export's backend (conn_list_exports):
+   * its replies, written by a worker into tbuf[0, list_len) while paused,
+   * up to list_room; list_res is its result once done (1: listed). */
+  uint32_t list_len, list_room;
+  int list_res;
 
   /* Handshake. */
   int hs_state;
@@ -157,12 +166,23 @@ void conn_maybe_close (struct conn *c);
 void conn_stop_reading (struct conn *c);
 uint32_t conn_avail (const struct conn *c);
 /* The backend C serves export E through, connected to it under the name
- * NAME (kept, not copied) if not yet.  NULL while the connect runs on a
+ * NAME of LEN bytes (the client's, copied) if not yet.  NULL while the connect runs on a
  * worker (c->hs_paused: the caller returns and its option runs again
  * when the connect finished), or when the connect failed (the caller
  * refuses the option). */
 const struct backend *conn_backend (struct conn *c, const struct export *e,
-                                    const char *name);
+                                    const char *name, uint32_t len);
+/* Start a new connection: the backends' preconnect steps on workers (the
+ * connection is dropped if one refuses), then the greeting. */
+void conn_start (struct conn *c);
+/* NBD_OPT_LIST by the default export's backend, if it lists exports of its
+ * own: 0 if it does not (nor while paused: c->hs_paused, the option runs
+ * again when the list is done), 1 when its replies are in tbuf (tlen),
+ * written by ADD within ROOM bytes, or a negative errno (-E2BIG: they did
+ * not fit) to refuse the option with. */
+int conn_list_exports (struct conn *c, uint32_t room,
+                       int (*add) (struct backend_conn *, const char *,
+                                   const char *));
 
 /* handshake.c: 1 progress, 0 need more input, -1 closed, 2 paused until
  * the backend connected (conn_backend). */

@@ -27,6 +27,10 @@ server_find_export (const char *name, size_t len)
     if (strlen (server_exports[i].name) == len &&
         memcmp (server_exports[i].name, name, len) == 0)
       return &server_exports[i];
+  /* A default export whose backend lists names of its own (an nbdkit
+   * plugin) takes any name, as nbdkit gives any to its plugin's open. */
+  if (server_exports[0].backend->ops->list_exports && len <= NBDP_MAX_NAME)
+    return &server_exports[0];
   return NULL;
 }
 
@@ -44,7 +48,7 @@ take_connection (struct nbd_loop *nl, int fd, const char *peer)
   nl->active++;
   conn_init (c, nl, fd, peer);
   log_debug ("%s: connected", peer);
-  handshake_start (c);
+  conn_start (c);
 }
 
 /* Peer names travel with the fd through the hand-off queue in fixed

@@ -224,11 +224,16 @@ nbdkit_add_export (struct nbdkit_exports *x, const char *name,
   return 0;
 }
 
-/* nbdkit later replaces this marker by the default export's name; ubdkit
- * does not list exports yet (README.md), so it only records it. */
+/* The host adds the default export's name once list_exports returned. */
 int
 nbdkit_use_default_export (struct nbdkit_exports *x)
 {
   x->use_default = true;
   return 0;
+}
+
+bool
+plughost_exports_use_default (const struct nbdkit_exports *x)
+{
+  return x->use_default;
 }

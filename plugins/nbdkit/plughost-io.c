@@ -41,6 +41,7 @@ plughost_enter (struct plugconn *h, bool data)
     pthread_mutex_lock (m);
   plughost_set_in_request (data);
   plughost_set_export_name (h->export_name);
+  plughost_set_peer (h->peer_fd);
 }
 
 int
@@ -49,6 +50,7 @@ plughost_leave (struct plugconn *h, int r)
   pthread_mutex_t *m = lock_of (h);
 
   plughost_set_export_name (NULL);
+  plughost_set_peer (PLUGHOST_NO_PEER);
   plughost_set_in_request (false);
   if (m)
     pthread_mutex_unlock (m);

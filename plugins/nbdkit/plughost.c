@@ -6,10 +6,12 @@
  * The plugin's life follows nbdkit's call order: config stage (before any
  * fork) load, config per argument, config_complete, thread_model,
  * get_ready; open stage (after ubdkit daemonized) after_fork; then per
- * connection (backend connect, on a worker thread) preconnect,
- * default_export, open, get_size and every can_* query, asked once and
- * cached in the connection; the data callbacks; close (backend
- * disconnect); at exit cleanup, unload, dlclose.
+ * connection, on worker threads: preconnect (backend preconnect, when the
+ * client connected), list_exports for NBD_OPT_LIST (backend
+ * list_exports), then (backend connect) default_export, open, get_size
+ * and every can_* query, asked once and cached in the connection; the
+ * data callbacks; close (backend disconnect); at exit cleanup, unload,
+ * dlclose.
  *
  * Thread models as nbdkit: SERIALIZE_CONNECTIONS makes the core serve one
  * connection at a time (BACKEND_ONE_CONNECTION); it and
@@ -406,19 +408,23 @@ query_block_size (struct plugconn *c)
   return 0;
 }
 
-/* nbdkit's order before open: preconnect, then the export name "" resolved
- * through the plugin's default_export. */
+/* The name the export "" stands for: the plugin's default_export's
+ * answer ("" without one); NULL when the plugin does not permit it. */
+static const char *
+default_export (const struct nbdkit_plugin *p, bool readonly)
+{
+  return p->default_export ? p->default_export (readonly, 0) : "";
+}
+
+/* Before open (preconnect ran when the client connected), the export name
+ * "" resolved through the plugin's default_export. */
 static int
 open_handle (struct plugconn *c, const char *export, bool readonly)
 {
   const struct nbdkit_plugin *p = c->p;
 
-  if (p->preconnect && p->preconnect (readonly) == -1) {
-    log_error ("nbdkit: %s: preconnect refused the connection", p->name);
-    return -1;
-  }
-  if (!*export && p->default_export) {
-    export = p->default_export (readonly, 0);
+  if (!*export) {
+    export = default_export (p, readonly);
     if (!export) {
       log_error ("nbdkit: %s: the default export (\"\") is not permitted",
                  p->name);
@@ -476,7 +482,7 @@ plughost_disconnect (void *cv)
 /* The connection's own state is allocated here, at connect (never on the
  * I/O path), as the plugin's open allocates its own. */
 static void *
-plughost_connect (void *hv, const char *export, bool readonly)
+plughost_connect (void *hv, const char *export, bool readonly, int peer_fd)
 {
   struct plughost *h = hv;
   struct plugconn *c = calloc (1, sizeof *c);
@@ -489,6 +495,7 @@ plughost_connect (void *hv, const char *export, bool readonly)
   c->conn = true;
   c->ph = h;
   c->p = &h->p;
+  c->peer_fd = peer_fd;
   pthread_mutex_init (&c->lock, NULL);
   plughost_enter (c, false);
   r = connect_locked (c, export, readonly || h->readonly);
@@ -498,6 +505,86 @@ plughost_connect (void *hv, const char *export, bool readonly)
     return NULL;
   }
   return c;
+}
+
+/* Calls for a connection before it has a handle (preconnect,
+ * list_exports): the plugin's lock if its thread model serializes more
+ * than requests, and the client's socket for nbdkit_peer_*. */
+static void
+early_enter (struct plughost *h, int peer_fd)
+{
+  if (h->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
+    pthread_mutex_lock (&h->lock);
+  plughost_set_peer (peer_fd);
+}
+
+static void
+early_leave (struct plughost *h)
+{
+  plughost_set_peer (PLUGHOST_NO_PEER);
+  if (h->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
+    pthread_mutex_unlock (&h->lock);
+}
+
+static int
+plughost_preconnect (void *hv, int peer_fd, bool readonly)
+{
+  struct plughost *h = hv;
+  int r = 0;
+
+  if (!h->p.preconnect)
+    return 0;
+  early_enter (h, peer_fd);
+  r = h->p.preconnect (readonly || h->readonly);
+  early_leave (h);
+  if (r == -1)
+    log_error ("nbdkit: %s: preconnect refused the connection", h->p.name);
+  return r == -1 ? -1 : 0;
+}
+
+/* nbdkit's listing: the plugin's list_exports, where
+ * nbdkit_use_default_export (and a plugin without list_exports) stands
+ * for the name default_export gives (none if it gives NULL). */
+static int
+list_locked (struct plughost *h, bool readonly, struct nbdkit_exports *x)
+{
+  const char *dflt;
+
+  if (h->p.list_exports) {
+    if (h->p.list_exports (readonly, 0, x) == -1)
+      return -1;
+  }
+  else
+    nbdkit_use_default_export (x);
+  if (plughost_exports_use_default (x) &&
+      (dflt = default_export (&h->p, readonly)) != NULL)
+    return nbdkit_add_export (x, dflt, NULL);
+  return 0;
+}
+
+static int
+plughost_list_exports (void *hv, int peer_fd, bool readonly,
+                       struct backend_conn *bc)
+{
+  struct plughost *h = hv;
+  struct nbdkit_exports *x = nbdkit_exports_new ();
+  int r;
+
+  if (!x)
+    return -EIO;
+  early_enter (h, peer_fd);
+  r = list_locked (h, readonly || h->readonly, x);
+  early_leave (h);
+  if (r == -1) {
+    log_error ("nbdkit: %s: list_exports failed", h->p.name);
+    r = -EIO;
+  }
+  for (size_t i = 0; r == 0 && i < nbdkit_exports_count (x); i++) {
+    struct nbdkit_export e = nbdkit_get_export (x, i);
+    r = bc->list_add (bc, e.name, e.description);
+  }
+  nbdkit_exports_free (x);
+  return r;
 }
 
 /* The backend's own handle answers only BACKEND_ONE_CONNECTION; a
@@ -539,6 +626,8 @@ const struct backend_ops plughost_backend_ops = {
   .close = plughost_close,
   .connect = plughost_connect,
   .disconnect = plughost_disconnect,
+  .preconnect = plughost_preconnect,
+  .list_exports = plughost_list_exports,
   .get_size = plughost_get_size,
   .get_caps = plughost_get_caps,
   .block_size = plughost_block_size,

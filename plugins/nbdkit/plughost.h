@@ -42,6 +42,7 @@ struct plugconn {
   const struct nbdkit_plugin *p;  /* &ph->p */
   pthread_mutex_t lock;         /* SERIALIZE_REQUESTS */
   char *export_name;            /* what nbdkit_export_name returns */
+  int peer_fd;                  /* what nbdkit_peer_* ask; -1: none */
   void *handle;                 /* the plugin's, NULL until open succeeded */
   int64_t size;
   uint32_t caps;                /* BACKEND_CAN_* */
@@ -79,6 +80,13 @@ void plughost_set_configured (void);               /* after config_complete */
  * call for a connection (NULL: no connection, as before open in nbdkit).
  * The string is kept, not copied. */
 void plughost_set_export_name (const char *name);
+/* The client's socket the peer functions ask, set around each call for a
+ * connection: -1 for a connection without one (ublk), PLUGHOST_NO_PEER
+ * outside connections. */
+#define PLUGHOST_NO_PEER (-2)
+void plughost_set_peer (int fd);
+/* Did the plugin's list_exports call nbdkit_use_default_export? */
+bool plughost_exports_use_default (const struct nbdkit_exports *x);
 
 /* Check that the executable exports every nbdkit_* function to plugins
  * (and links them in: the table references each one).  Returns 0, or -1
@@ -90,7 +98,7 @@ int plughost_check_exports (void);
 void plughost_intern_free_all (void);
 
 /* Around every call for connection H: the thread model's lock, and the
- * connection's export name for nbdkit_export_name; DATA marks a data-path
+ * connection's export name and socket for nbdkit_export_name and peer_*; DATA marks a data-path
  * callback (errors rate limited).  leave returns R. */
 void plughost_enter (struct plugconn *h, bool data);
 int plughost_leave (struct plugconn *h, int r);

@@ -4,9 +4,9 @@
  * returns -1 (or NULL), as nbdkit's do; nbdkit_error and nbdkit_debug
  * preserve errno, because plugins with errno_is_preserved rely on it.
  *
- * What ubdkit does not offer: the peer_* functions have no peer (a ublk
- * device has none, and the NBD frontend does not pass it down) and fail
- * with ENOTSUP, as nbdkit's do where the platform lacks them.
+ * The peer_* functions ask the client's socket, which the host sets for
+ * the calling thread around each call for a connection; a ublk device has
+ * none (ENOTSUP, as nbdkit where the platform lacks the query).
  */
 #include <config.h>
 
@@ -24,6 +24,7 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include "log.h"
 #include "plughost.h"
@@ -32,6 +33,7 @@ static __thread int thread_error;
 static __thread bool in_request;
 static const char *plugin_name = "nbdkit";
 static __thread const char *export_name;  /* the thread's connection */
+static __thread int peer_fd = PLUGHOST_NO_PEER;
 static bool configured;
 static volatile sig_atomic_t shutdown_requested;
 
@@ -41,6 +43,7 @@ void plughost_set_in_request (bool in) { in_request = in; }
 void plughost_set_plugin_name (const char *name) { plugin_name = name; }
 void plughost_set_configured (void) { configured = true; }
 void plughost_set_export_name (const char *name) { export_name = name; }
+void plughost_set_peer (int fd) { peer_fd = fd; }
 
 /* Messages. */
 
@@ -461,21 +464,86 @@ nbdkit_is_tls (void)
   return 0;
 }
 
-static int64_t
-no_peer (const char *fn)
+/* The calling thread's client socket, or -1 after nbdkit_error. */
+static int
+peer_socket (const char *fn)
 {
-  nbdkit_error ("%s is not supported: ubdkit shares one plugin handle "
-                "between all clients", fn);
-  errno = ENOTSUP;
-  return -1;
+  if (peer_fd == PLUGHOST_NO_PEER) {
+    nbdkit_error ("%s: no connection in this thread", fn);
+    errno = EINVAL;
+    return -1;
+  }
+  if (peer_fd == -1) {
+    nbdkit_error ("%s: the client is a ublk device, not a socket", fn);
+    errno = ENOTSUP;
+    return -1;
+  }
+  return peer_fd;
 }
 
 int
 nbdkit_peer_name (struct sockaddr *addr, socklen_t *addrlen)
 {
-  return no_peer (__func__);
+  int s = peer_socket (__func__);
+
+  if (s == -1)
+    return -1;
+  if (getpeername (s, addr, addrlen) == -1) {
+    nbdkit_error ("peername: %m");
+    return -1;
+  }
+  return 0;
 }
 
-int64_t nbdkit_peer_pid (void) { return no_peer (__func__); }
-int64_t nbdkit_peer_uid (void) { return no_peer (__func__); }
-int64_t nbdkit_peer_gid (void) { return no_peer (__func__); }
+/* The credentials of a client on a Unix domain socket (only those have
+ * them: ENOTSUP for TCP, as nbdkit). */
+static int
+peer_cred (const char *fn, struct ucred *cred)
+{
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int s = peer_socket (fn);
+
+  if (s == -1)
+    return -1;
+  if (getsockname (s, (struct sockaddr *) &ss, &len) == -1) {
+    nbdkit_error ("%s: getsockname: %m", fn);
+    return -1;
+  }
+  if (ss.ss_family != AF_UNIX) {
+    nbdkit_error ("%s: only available for clients on a Unix domain socket",
+                  fn);
+    errno = ENOTSUP;
+    return -1;
+  }
+  len = sizeof *cred;
+  if (getsockopt (s, SOL_SOCKET, SO_PEERCRED, cred, &len) == -1) {
+    nbdkit_error ("%s: SO_PEERCRED: %m", fn);
+    return -1;
+  }
+  return 0;
+}
+
+int64_t
+nbdkit_peer_pid (void)
+{
+  struct ucred cred;
+
+  return peer_cred (__func__, &cred) == -1 ? -1 : cred.pid;
+}
+
+int64_t
+nbdkit_peer_uid (void)
+{
+  struct ucred cred;
+
+  return peer_cred (__func__, &cred) == -1 ? -1 : (int64_t) cred.uid;
+}
+
+int64_t
+nbdkit_peer_gid (void)
+{
+  struct ucred cred;
+
+  return peer_cred (__func__, &cred) == -1 ? -1 : (int64_t) cred.gid;
+}
