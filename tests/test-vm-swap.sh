@@ -66,7 +66,7 @@ for s in $scenarios; do
   time=$(grep -oE '^TIME .* [0-9.]+ s$' "$tmp/$s.log" | tail -1 | awk '{print $(NF-1)}') || true
   if [ $st = 0 ]; then outcome=pass
   elif grep -qE 'Killed process [0-9]+ \(ubdkit\)' "$tmp/$s.log"; then outcome="server OOM-killed"
-  elif grep -q 'VMTEST TIMEOUT' "$tmp/$s.log"; then outcome="hang (VM timeout ${timeout} s)"
+  elif grep -qE 'VMTEST TIMEOUT|vm-run: FAIL: timeout after' "$tmp/$s.log"; then outcome="hang (VM timeout ${timeout} s)"
   elif grep -qE 'blocked for more than' "$tmp/$s.log"; then outcome="hung tasks reported"
   else outcome="fail (status $st)"; fi
   results+=("RESULT $s ${UBDKIT_PROT:+unprotected }${UBDKIT_PROT:-protected}: $outcome${time:+, hog/write phase $time s}")
