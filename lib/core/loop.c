@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -71,13 +72,27 @@ arm_wakeup (struct loop *l)
   io_uring_prep_read (sqe, l->efd, &l->efd_val, sizeof l->efd_val, 0);
 }
 
+/* The kernel could not take our submissions (EAGAIN: no memory for its
+ * request structures, under memory pressure).  Retrying at once would spin
+ * on a CPU that reclaim needs: give it a millisecond. */
+static void
+back_off (struct loop *l)
+{
+  static const struct timespec ms = { 0, 1000000 };
+
+  log_ratelimited ("%s: io_uring cannot take submissions now: retrying",
+                   l->name);
+  nanosleep (&ms, NULL);
+}
+
 struct io_uring_sqe *
 loop_sqe (struct loop *l, struct loop_event *ev)
 {
   struct io_uring_sqe *sqe;
 
   while ((sqe = io_uring_get_sqe (&l->ring)) == NULL)
-    io_uring_submit (&l->ring);
+    if (io_uring_submit (&l->ring) < 0)
+      back_off (l);
   io_uring_sqe_set_data (sqe, ev);
   return sqe;
 }
@@ -146,10 +161,16 @@ ring_init (struct loop *l)
   int r = -EINVAL;
 
   for (size_t i = first; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
-    r = io_uring_queue_init (l->entries, &l->ring, flag_sets[i]);
+    struct io_uring_params p = { .flags = flag_sets[i] };
+
+    if (l->cq_entries > 2 * l->entries) {
+      p.flags |= IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;  /* max 64 Ki */
+      p.cq_entries = l->cq_entries;
+    }
+    r = io_uring_queue_init_params (l->entries, &l->ring, &p);
     if (r == 0) {
-      log_debug ("io_uring with %u entries, flags 0x%x", l->entries,
-                 flag_sets[i]);
+      log_debug ("io_uring with %u entries, %u completions, flags 0x%x",
+                 l->entries, p.cq_entries, p.flags);
       return 0;
     }
     if (r != -EINVAL)
@@ -196,7 +217,11 @@ loop_thread (void *arg)
       break;
     r = wait_in_poll () ? poll_wait (l)
                         : io_uring_submit_and_wait (&l->ring, 1);
-    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+    if (r == -EAGAIN || r == -EBUSY || r == -ENOMEM) {
+      if (io_uring_cq_ready (&l->ring) == 0)
+        back_off (l);
+    }
+    else if (r < 0 && r != -EINTR) {
       log_error ("io_uring_submit_and_wait: %s", strerror (-r));
       break;
     }

@@ -30,6 +30,11 @@ struct loop {
   char name[16];
   pthread_t thread;
   unsigned entries;
+  /* Completion queue size; 0: twice entries.  A frontend sets it, before
+   * loop_start, to cover every operation it can have in flight, so the
+   * CQ never overflows (the kernel would then allocate to keep CQEs, and
+   * refuse submissions with EBUSY). */
+  unsigned cq_entries;
   int efd;                      /* wake-up eventfd */
   uint64_t efd_val;
   struct loop_event efd_ev;

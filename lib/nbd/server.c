@@ -151,6 +151,9 @@ nbd_loop_init (struct nbd_loop *nl, unsigned id, const struct server_options *o)
   pthread_mutex_init (&nl->handoff_lock, NULL);
   atomic_init (&nl->assigned, 0);
   nl->loop.data = nl;
+  /* In flight at most: a recv and a send per connection, an operation per
+   * slot (a remote backend may add polls), the tick and the wake-up. */
+  nl->loop.cq_entries = 2 * per_loop + o->depth + 64;
   nl->loop.on_wake = on_wake;
   nl->loop.on_start = on_start;
   nl->tick_ev.fn = tick;
