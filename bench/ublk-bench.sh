@@ -66,7 +66,9 @@ EOS
   > "$tmp/console.log" 2>&1 || { tail -40 "$tmp/console.log"; exit 1; }
 
 mkdir -p "$top/bench/results"
-out="$top/bench/results/ublk-$(date -u +%F)$([ $backing = disk ] && echo -disk).md"
+suffix=
+if [ $backing = disk ]; then suffix=-disk; fi
+out="$top/bench/results/ublk-$(date -u +%F)$suffix.md"
 {
   echo "# ublk vs loop, one VM boot (qemu TCG, 2 vCPUs, backing file: $backing)"
   echo
