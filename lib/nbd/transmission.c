@@ -440,12 +440,12 @@ start_write_piece (struct req *r)
   }
   n = conn_avail (c) < r->piece ? conn_avail (c) : r->piece;
   if (r->niov) {
-    struct iovec dst[REQ_IOV];
-    unsigned nd = iov_tail (dst, REQ_IOV, r->iov, r->niov, 0);
+    /* The payload's start already read: spread it over the mapping (n is
+     * at most the piece, which the iovecs cover). */
     const unsigned char *src = c->rbuf + c->rstart;
-    for (unsigned i = 0, done = 0; i < nd && done < n; i++) {
-      uint32_t k = n - done < dst[i].iov_len ? n - done : dst[i].iov_len;
-      memcpy (dst[i].iov_base, src + done, k);
+    for (unsigned i = 0, done = 0; done < n; i++) {
+      uint32_t k = n - done < r->iov[i].iov_len ? n - done : r->iov[i].iov_len;
+      memcpy (r->iov[i].iov_base, src + done, k);
       done += k;
     }
   }
