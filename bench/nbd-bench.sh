@@ -5,6 +5,8 @@
 # client, over a Unix socket) against, back to back:
 #
 #   ubdkit-memory   ubdkit serve -U SOCK memory size=1G
+#   ubdkit-memory-nopoll   the same with --poll 0 (no adaptive polling: the
+#                   CPU cost of polling shows as the difference)
 #   ubdkit-file     ubdkit serve -U SOCK file file=FILE
 #   nbdkit-memory   nbdkit -f -U SOCK memory 1G
 #   nbdkit-file     nbdkit -f -U SOCK file FILE
@@ -43,7 +45,8 @@
 #   UBDKIT=PATH          the ubdkit binary (default: <repo>/ubdkit)
 #   BENCH_RUNTIME=S      seconds per workload (default 10)
 #   BENCH_SIZE=SIZE      device size, fio/nbdkit syntax (default 1G)
-#   BENCH_SERVERS="..."  subset of: ubdkit-memory ubdkit-file nbdkit-memory
+#   BENCH_SERVERS="..."  subset of: ubdkit-memory ubdkit-memory-nopoll
+#                        ubdkit-file nbdkit-memory
 #                        nbdkit-file qemu-nbd (default: all, in that order)
 #   BENCH_WORKLOADS="..." subset of: rr4k-qd1 rr4k-qd32 rr4k-4x8 rw4k-qd32
 #                        sr1m-qd8 sw1m-qd8 (default: all)
@@ -66,7 +69,7 @@ top=$(cd "$here/.." && pwd)
 : "${UBDKIT:=$top/ubdkit}"
 : "${BENCH_RUNTIME:=10}"
 : "${BENCH_SIZE:=1G}"
-: "${BENCH_SERVERS:=ubdkit-memory ubdkit-file nbdkit-memory nbdkit-file qemu-nbd}"
+: "${BENCH_SERVERS:=ubdkit-memory ubdkit-memory-nopoll ubdkit-file nbdkit-memory nbdkit-file qemu-nbd}"
 : "${BENCH_WORKLOADS:=rr4k-qd1 rr4k-qd32 rr4k-4x8 rw4k-qd32 sr1m-qd8 sw1m-qd8}"
 : "${BENCH_TMPDIR:=/var/tmp}"
 : "${BENCH_KEEP:=0}"
@@ -147,6 +150,9 @@ start_server () {
     ubdkit-memory)
       # shellcheck disable=SC2206
       cmd=("$UBDKIT" serve -U "$sock" $UBDKIT_ARGS memory "size=$BENCH_SIZE") ;;
+    ubdkit-memory-nopoll)
+      # shellcheck disable=SC2206
+      cmd=("$UBDKIT" serve -U "$sock" --poll 0 $UBDKIT_ARGS memory "size=$BENCH_SIZE") ;;
     ubdkit-file)
       # shellcheck disable=SC2206
       cmd=("$UBDKIT" serve -U "$sock" $UBDKIT_ARGS file "file=$datafile") ;;
@@ -476,6 +482,7 @@ report () {
           r(iops[a, w], iops[b, w]), r(mib[a, w], mib[b, w]), r(cpu[a, w], cpu[b, w]) } }
     END { nw = split(wl, ws, " ")
       rows("ubdkit-memory", "nbdkit-memory")
+      rows("ubdkit-memory-nopoll", "nbdkit-memory")
       rows("ubdkit-file", "nbdkit-file")
       rows("qemu-nbd", "nbdkit-file") }' "$results"
   if [ ${#notes[@]} -gt 0 ]; then

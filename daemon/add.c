@@ -22,6 +22,7 @@
 #include "ubdkit/backend.h"
 #include "daemonize.h"
 #include "log.h"
+#include "loop.h"
 #include "progress.h"
 #include "size.h"
 #include "ubctl.h"
@@ -53,13 +54,15 @@ add_usage (void)
 "  -r, --readonly         read-only device\n"
 "      --foreground       serve in the foreground (default: background)\n"
 "      --no-recovery      create without ublk user recovery\n"
+"      --poll USEC        queue threads poll for up to USEC before sleeping,\n"
+"                         adapting to the load (default %u; 0: never)\n"
 "      --watchdog SECS    restart a server that completes no request for\n"
 "                         SECS while requests wait (default: off)\n"
 "      --io-flusher on|off|require, --no-mlock, --oom-score-adj N|off\n"
 "                         forward-progress protections (as for serve)\n"
 "  -v, --verbose          debug output\n"
 "\n"
-"Backends: see 'ubdkit serve --help'.\n");
+"Backends: see 'ubdkit serve --help'.\n", LOOP_POLL_DEFAULT_US);
 }
 
 static int
@@ -73,7 +76,7 @@ static int
 add_parse (int argc, char **argv, struct add_config *cfg)
 {
   enum { O_MAX_IO = 256, O_FG, O_NO_RECOVERY, O_IOF, O_NO_MLOCK, O_OOM,
-         O_WATCHDOG };
+         O_WATCHDOG, O_POLL };
   static const struct option opts[] = {
     { "id", required_argument, NULL, 'n' },
     { "queues", required_argument, NULL, 'q' },
@@ -83,6 +86,7 @@ add_parse (int argc, char **argv, struct add_config *cfg)
     { "foreground", no_argument, NULL, O_FG },
     { "no-recovery", no_argument, NULL, O_NO_RECOVERY },
     { "watchdog", required_argument, NULL, O_WATCHDOG },
+    { "poll", required_argument, NULL, O_POLL },
     { "io-flusher", required_argument, NULL, O_IOF },
     { "no-mlock", no_argument, NULL, O_NO_MLOCK },
     { "oom-score-adj", required_argument, NULL, O_OOM },
@@ -97,6 +101,7 @@ add_parse (int argc, char **argv, struct add_config *cfg)
   memset (cfg, 0, sizeof *cfg);
   cfg->dev = (struct ubdev_options) {
     .id = -1, .queues = 1, .depth = 64, .max_io = 512 * 1024, .recovery = true,
+    .poll_us = LOOP_POLL_DEFAULT_US,
   };
   cfg->progress = progress_defaults;
   optind = 1;
@@ -131,6 +136,11 @@ add_parse (int argc, char **argv, struct add_config *cfg)
       if (size_parse_uint (optarg, 0, 86400, &v) == -1)
         return bad ("--watchdog (seconds)", optarg);
       cfg->watchdog = v;
+      break;
+    case O_POLL:
+      if (size_parse_uint (optarg, 0, 10000, &v) == -1)
+        return bad ("--poll (microseconds, 0 to 10000)", optarg);
+      cfg->dev.poll_us = v;
       break;
     case O_IOF:
       if (progress_parse_io_flusher (optarg, &cfg->progress.io_flusher) == -1)

@@ -11,11 +11,12 @@
 #include "serve.h"
 #include "log.h"
 #include "size.h"
+#include "loop.h"
 
 enum {
   OPT_BIND = 256, OPT_RUN, OPT_DEPTH, OPT_BUFFER_SIZE, OPT_MAX_CONNECTIONS,
   OPT_DAEMONIZE, OPT_IO_FLUSHER, OPT_NO_MLOCK, OPT_OOM_SCORE_ADJ,
-  OPT_DESCRIPTION, OPT_WORKERS, OPT_HANDSHAKE_TIMEOUT,
+  OPT_DESCRIPTION, OPT_WORKERS, OPT_HANDSHAKE_TIMEOUT, OPT_POLL,
 };
 
 #define MAX_EXPORTS 64
@@ -33,6 +34,7 @@ static const struct option long_options[] = {
   { "threads", required_argument, NULL, 't' },
   { "depth", required_argument, NULL, OPT_DEPTH },
   { "workers", required_argument, NULL, OPT_WORKERS },
+  { "poll", required_argument, NULL, OPT_POLL },
   { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
   { "buffer-size", required_argument, NULL, OPT_BUFFER_SIZE },
   { "max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS },
@@ -82,6 +84,8 @@ serve_usage (void)
 "      --buffer-size SIZE   data buffer per slot (default 1M); larger\n"
 "                           requests are streamed through it\n"
 "      --workers N          threads for backends that block (default 8)\n"
+"      --poll USEC          poll for up to USEC before sleeping, adapting to\n"
+"                           the load (default %u; 0: never poll)\n"
 "\n"
 "Forward progress under memory pressure:\n"
 "      --io-flusher on|off|require  PR_SET_IO_FLUSHER (default on: warn if\n"
@@ -89,7 +93,7 @@ serve_usage (void)
 "      --no-mlock           do not lock memory\n"
 "      --oom-score-adj N|off  OOM score adjustment (default -1000)\n"
 "\n"
-"Backends:\n");
+"Backends:\n", LOOP_POLL_DEFAULT_US);
   backend_print_list ();
 }
 
@@ -137,6 +141,9 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
   case OPT_HANDSHAKE_TIMEOUT:
     return parse_uint (arg, "--handshake-timeout", 1, 3600,
                        &cfg->server.handshake_timeout);
+  case OPT_POLL:
+    return parse_uint (arg, "--poll (microseconds, 0 to 10000)", 0, 10000,
+                       &cfg->server.poll_us);
   case OPT_WORKERS:
     return parse_uint (arg, "--workers", 1, 1024, &cfg->server.workers);
   case OPT_MAX_CONNECTIONS:
@@ -179,6 +186,7 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
   cfg->server.max_connections = 512;
   cfg->server.workers = 8;
   cfg->server.handshake_timeout = 30;
+  cfg->server.poll_us = LOOP_POLL_DEFAULT_US;
   cfg->progress = progress_defaults;
   optind = 1;
   opterr = 0;

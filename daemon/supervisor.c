@@ -50,7 +50,8 @@ server_main (const struct supervisor_config *cfg, struct backend *b,
       (backend_needs_workers (b) && backend_workers_start (8) == -1) ||
       backend_connect (&bc, b, "") == -1)
     _exit (1);
-  r = id >= 0 ? ubdev_recover (&dev, &ctl, id, &bc.view, health)
+  r = id >= 0 ? ubdev_recover (&dev, &ctl, id, &cfg->dev, &bc.view,
+                                 health)
               : ubdev_start (&dev, &ctl, &cfg->dev, &bc.view, health);
   if (r == -1)
     _exit (1);

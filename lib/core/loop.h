@@ -35,6 +35,9 @@ struct loop {
    * CQ never overflows (the kernel would then allocate to keep CQEs, and
    * refuse submissions with EBUSY). */
   unsigned cq_entries;
+  /* Adaptive polling before sleeping (see loop.c): the longest poll, set
+   * by the frontend before loop_start (0: never poll), and the current. */
+  uint64_t poll_max_ns, poll_ns;
   int efd;                      /* wake-up eventfd */
   uint64_t efd_val;
   struct loop_event efd_ev;
@@ -53,6 +56,13 @@ struct loop {
   pthread_cond_t cond;
   int start_status;             /* 0 pending, 1 running, -1 failed */
 };
+
+/* Default longest adaptive poll, microseconds (see loop.c). */
+#define LOOP_POLL_DEFAULT_US 100
+
+/* The next poll time after a wait of WAITED ns began with a poll of
+ * POLL_NS (0: none); exposed for tests. */
+uint64_t loop_poll_next (uint64_t poll_ns, uint64_t max_ns, uint64_t waited);
 
 /* Create the thread (named NAME) and its ring; returns once the ring exists.
  * Returns 0, or -1 after logging. */

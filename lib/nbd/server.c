@@ -154,6 +154,7 @@ nbd_loop_init (struct nbd_loop *nl, unsigned id, const struct server_options *o)
   /* In flight at most: a recv and a send per connection, an operation per
    * slot (a remote backend may add polls), the tick and the wake-up. */
   nl->loop.cq_entries = 2 * per_loop + o->depth + 64;
+  nl->loop.poll_max_ns = o->poll_us * UINT64_C (1000);
   nl->loop.on_wake = on_wake;
   nl->loop.on_start = on_start;
   nl->tick_ev.fn = tick;

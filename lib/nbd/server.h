@@ -31,6 +31,7 @@ struct server_options {
   unsigned max_connections;     /* in total */
   unsigned workers;             /* threads for backends that block */
   unsigned handshake_timeout;   /* seconds to finish negotiating */
+  unsigned poll_us;             /* longest adaptive poll (0: none) */
 };
 
 /* Start the loops and their pools.  EXPORTS[0] is the default export (the

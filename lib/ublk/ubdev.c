@@ -50,6 +50,7 @@ struct ubdev {
   unsigned nr_queues;
   struct ubq *queues;
   bool started;                 /* START_DEV succeeded */
+  unsigned poll_us;
   struct ubdev_health *health;
 };
 
@@ -234,6 +235,7 @@ queue_init (struct ubdev *d, struct ubq *q, uint16_t id)
   q->loop.data = q;
   q->loop.on_start = queue_on_start;
   q->loop.on_wake = queue_on_wake;
+  q->loop.poll_max_ns = d->poll_us * UINT64_C (1000);
   snprintf (name, sizeof name, "ublk%u-q%u", d->info.dev_id, id);
   return loop_start (&q->loop, id, name, 2 * depth + 16);
 }
@@ -329,12 +331,14 @@ add_device (struct ubdev *d, const struct ubdev_options *o)
 static void ubdev_free (struct ubdev *d);
 
 static struct ubdev *
-ubdev_new (struct ubctl *ctl, struct backend *b, struct ubdev_health *health)
+ubdev_new (struct ubctl *ctl, const struct ubdev_options *o,
+           struct backend *b, struct ubdev_health *health)
 {
   struct ubdev *d = calloc (1, sizeof *d);
 
   if (!d)
     fatal ("calloc: %m");
+  d->poll_us = o->poll_us;
   d->ctl = ctl;
   d->b = b;
   d->cdev = d->done_fd = -1;
@@ -373,7 +377,7 @@ ubdev_start (struct ubdev **out, struct ubctl *ctl,
              const struct ubdev_options *o, struct backend *b,
              struct ubdev_health *health)
 {
-  struct ubdev *d = ubdev_new (ctl, b, health);
+  struct ubdev *d = ubdev_new (ctl, o, b, health);
   struct ublk_params params;
   int r;
 
@@ -403,9 +407,10 @@ ubdev_start (struct ubdev **out, struct ubctl *ctl,
 
 int
 ubdev_recover (struct ubdev **out, struct ubctl *ctl, uint32_t id,
-               struct backend *b, struct ubdev_health *health)
+               const struct ubdev_options *o, struct backend *b,
+               struct ubdev_health *health)
 {
-  struct ubdev *d = ubdev_new (ctl, b, health);
+  struct ubdev *d = ubdev_new (ctl, o, b, health);
   int r = ubctl_get_info (ctl, id, &d->info);
 
   if (r < 0) {

@@ -28,6 +28,7 @@ struct ubdev_options {
   unsigned queues, depth;
   uint32_t max_io;              /* bytes per request (and per tag buffer) */
   bool recovery;                /* create with user recovery (+reissue) */
+  unsigned poll_us;             /* queue threads' longest adaptive poll */
 };
 
 struct ubdev;
@@ -50,7 +51,8 @@ int ubdev_start (struct ubdev **out, struct ubctl *ctl,
  * fetch every tag, END_USER_RECOVERY.  Requests the kernel held (or
  * re-issues) are then served by us. */
 int ubdev_recover (struct ubdev **out, struct ubctl *ctl, uint32_t id,
-                   struct backend *b, struct ubdev_health *health);
+                   const struct ubdev_options *o, struct backend *b,
+                   struct ubdev_health *health);
 uint32_t ubdev_id (const struct ubdev *d);
 uint64_t ubdev_flags (const struct ubdev *d);
 /* Readable once every queue has ended. */
