@@ -56,6 +56,9 @@ workloads () { # DEV PREFIX
 dev=\$(\$UBDKIT add -q 2 -d 64 --max-io 1M file file=$dir/back.img $fileopt 2>/dev/null)
 workloads \$dev ublk
 \$UBDKIT del --all
+dev=\$(\$UBDKIT add --poll 0 -q 2 -d 64 --max-io 1M file file=$dir/back.img $fileopt 2>/dev/null)
+workloads \$dev nopoll
+\$UBDKIT del --all
 loopdev=\$(/usr/sbin/losetup --direct-io=on -f --show $dir/back.img)
 workloads \$loopdev loop
 /usr/sbin/losetup -d \$loopdev
@@ -76,8 +79,11 @@ out="$top/bench/results/ublk-$(date -u +%F)$suffix.md"
        "ubdkit $(git -C "$top" describe --always --dirty); fio runtime ${runtime} s;" \
        "ubdkit add -q 2 -d 64 --max-io 1M file $fileopt; loop with --direct-io=on"
   echo
-  echo "| workload | ublk IOPS | loop IOPS | ublk MiB/s | loop MiB/s | ratio ublk/loop |"
-  echo "|---|--:|--:|--:|--:|--:|"
+  echo "ublk: the default (adaptive polling, --poll 100); ublk --poll 0: the"
+  echo "same device served by queue threads that never poll."
+  echo
+  echo "| workload | ublk IOPS | ublk --poll 0 IOPS | loop IOPS | ublk MiB/s | ublk --poll 0 MiB/s | loop MiB/s | ublk/loop | ublk --poll 0/loop |"
+  echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|"
   grep '^RESULT' "$tmp/console.log" | awk '
     { split($2, a, ":"); dev = a[1]; w = a[2];
       iops[dev, w] = $3 + $4; bw[dev, w] = ($5 + $6) / 1024; ws[w] = 1 }
@@ -85,6 +91,8 @@ out="$top/bench/results/ublk-$(date -u +%F)$suffix.md"
       n = split("randread4k randwrite4k seqread1m seqwrite1m", order, " ")
       for (i = 1; i <= n; i++) { w = order[i]
         r = iops["loop", w] ? iops["ublk", w] / iops["loop", w] : 0
-        printf "| %s | %d | %d | %.1f | %.1f | %.2f |\n", w, iops["ublk", w],
-          iops["loop", w], bw["ublk", w], bw["loop", w], r } }'
+        q = iops["loop", w] ? iops["nopoll", w] / iops["loop", w] : 0
+        printf "| %s | %d | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f |\n", w,
+          iops["ublk", w], iops["nopoll", w], iops["loop", w], bw["ublk", w],
+          bw["nopoll", w], bw["loop", w], r, q } }'
 } | tee "$out"
