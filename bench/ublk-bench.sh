@@ -72,6 +72,11 @@ mkdir -p "$top/bench/results"
 suffix=
 if [ $backing = disk ]; then suffix=-disk; fi
 out="$top/bench/results/ublk-$(date -u +%F)$suffix.md"
+n=2
+while [ -e "$out" ]; do   # never overwrite an earlier run of the day
+  out="$top/bench/results/ublk-$(date -u +%F)$suffix-$n.md"
+  n=$((n + 1))
+done
 {
   echo "# ublk vs loop, one VM boot (qemu TCG, 2 vCPUs, backing file: $backing)"
   echo
