@@ -270,7 +270,7 @@ cmd_add (int argc, char **argv)
     };
     r = run_supervised (&sc, &b);
   }
-  backend_close (&b);
+  backend_forget (&b);          /* the server child ran its exit callbacks */
   return r;
 }
 
@@ -319,6 +319,6 @@ cmd_recover (int argc, char **argv)
     return 2;
   sc.recover_id = id;
   r = run_supervised (&sc, &b);
-  backend_close (&b);
+  backend_forget (&b);
   return r;
 }

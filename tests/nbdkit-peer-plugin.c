@@ -4,6 +4,9 @@
  * family.  The disk is one 512-byte sector holding the line
  *   "pre PID UID GID FAMILY open PID UID GID FAMILY\n"
  * padded with spaces.
+ *
+ * mark=PATH: cleanup and unload each append "NAME PID" to PATH (for the
+ * ublk server's exit, tests/vm/ublk-nbdkit.sh).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -11,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -94,8 +98,38 @@ peer_pread (void *h, void *buf, uint32_t count, uint64_t offset,
   return 0;
 }
 
+static const char *mark;
+
+static int
+peer_config (const char *key, const char *value)
+{
+  if (strcmp (key, "mark") != 0) {
+    nbdkit_error ("unknown parameter '%s'", key);
+    return -1;
+  }
+  mark = nbdkit_absolute_path (value);
+  return mark ? 0 : -1;
+}
+
+static void
+put_mark (const char *what)
+{
+  FILE *f = mark ? fopen (mark, "a") : NULL;
+
+  if (f) {
+    fprintf (f, "%s %d\n", what, (int) getpid ());
+    fclose (f);
+  }
+}
+
+static void peer_cleanup (void) { put_mark ("cleanup"); }
+static void peer_unload (void) { put_mark ("unload"); }
+
 static struct nbdkit_plugin plugin = {
   .name = "peer",
+  .config = peer_config,
+  .cleanup = peer_cleanup,
+  .unload = peer_unload,
   .preconnect = peer_preconnect,
   .open = peer_open,
   .close = peer_close,

@@ -1,7 +1,8 @@
 #!/bin/bash
 # ublk devices over nbdkit plugins against the real kernel: ext4 on
 # nbdkit:memory (mkfs, files, fsck, remount, checksums, del) and
-# nbdkit:pattern read back whole and word by word.  Inner script:
+# nbdkit:pattern read back whole and word by word; the test plugin
+# tests/nbdkit-peer-plugin.so gets cleanup and unload when the server exits.  Inner script:
 # tests/vm/ublk-nbdkit.sh.  The plugins are dlopened, so ldd of ubdkit does
 # not list them: they are carried (with their libraries) at the path the
 # daemon was built to look in.
@@ -28,5 +29,6 @@ vm="$srcdir/vm"
 exec "$vm/vm-run" --timeout 600 --carry "$vm/lib.sh=/vmlib.sh" \
   --carry "$plugindir/nbdkit-memory-plugin.so" \
   --carry "$plugindir/nbdkit-pattern-plugin.so" \
+  --carry "$builddir/nbdkit-peer-plugin.so=/peer-plugin.so" \
   --env VMLIB=/vmlib.sh --env PATTERN_SIZE=$size --env PATTERN_MD5=$sum \
   "$vm/ublk-nbdkit.sh"

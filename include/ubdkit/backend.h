@@ -143,6 +143,10 @@ struct backend_ops {
   /* Release the handle and whatever open acquired (open may not have run,
    * or may have failed half way). */
   void (*close) (void *h);
+  /* Optional: this process handed the backend to a child that serves it
+   * (ubdkit add's server): the close that follows must not run exit
+   * callbacks the child runs (an nbdkit plugin's cleanup and unload). */
+  void (*forget) (void *h);
 
   /* Per-connection handles (optional: nbdkit plugins have them; the
    * built-in backends serve every connection through the one handle).
@@ -286,6 +290,8 @@ int backend_config (struct backend *b, const char *name, char **argv,
                     int argc, bool readonly);
 int backend_open (struct backend *b);
 void backend_close (struct backend *b);
+/* backend_close in a process whose child served B (see ops.forget). */
+void backend_forget (struct backend *b);
 
 /* Connect BC to backend B (export name EXPORT, kept until then) from loop
  * L's thread.  Returns 0 if BC is connected already (a backend without

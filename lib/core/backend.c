@@ -277,6 +277,14 @@ backend_close (struct backend *b)
   memset (b, 0, sizeof *b);
 }
 
+void
+backend_forget (struct backend *b)
+{
+  if (b->ops && b->h && b->ops->forget)
+    b->ops->forget (b->h);
+  backend_close (b);
+}
+
 static const uint32_t op_caps[] = {
   [BACKEND_OP_READ] = 0,
   [BACKEND_OP_WRITE] = BACKEND_CAN_WRITE,

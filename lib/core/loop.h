@@ -22,8 +22,6 @@
 
 #include "ubdkit/event.h"
 
-
-
 struct loop {
   struct io_uring ring;
   int id;

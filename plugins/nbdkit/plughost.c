@@ -240,6 +240,17 @@ plughost_config (const struct backend_param *params, size_t n, bool readonly)
   return h;
 }
 
+/* The plugin's exit callbacks belong to the process that served with it,
+ * as nbdkit's parent leaves them to the child it forks into the
+ * background. */
+static void
+plughost_forget (void *hv)
+{
+  struct plughost *h = hv;
+
+  h->ready = h->loaded = false;
+}
+
 static void
 plughost_close (void *hv)
 {
@@ -624,6 +635,7 @@ const struct backend_ops plughost_backend_ops = {
   .config = plughost_config,
   .open = plughost_open,
   .close = plughost_close,
+  .forget = plughost_forget,
   .connect = plughost_connect,
   .disconnect = plughost_disconnect,
   .preconnect = plughost_preconnect,

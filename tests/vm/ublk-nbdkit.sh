@@ -33,3 +33,19 @@ sum=$(dd if="$dev" bs=1M iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
   fail "$dev: md5 of the whole device $sum, expected $PATTERN_MD5"
 del_dev "$dev"
 ok "nbdkit:pattern read back ($PATTERN_SIZE bytes, md5 and word by word)"
+
+# A plugin's cleanup and unload run once, in the process that served with
+# it, when that server exits (as in nbdkit).  The test plugin writes
+# "NAME PID" for each to mark=PATH; its one sector is text starting "pre ".
+add_dev dev nbdkit:/peer-plugin.so mark=/tmp/peer-mark
+dd if="$dev" bs=512 count=1 iflag=direct 2>/dev/null | grep -q '^pre ' ||
+  fail "$dev: the peer plugin's sector does not read back"
+[ ! -e /tmp/peer-mark ] || fail "cleanup or unload ran while serving: $(cat /tmp/peer-mark)"
+spid=$(server_pid "$dev")
+[ -n "$spid" ] || fail "no server pid for $dev in ubdkit list"
+want=$(printf 'cleanup %s\nunload %s' "$spid" "$spid")
+del_dev "$dev"
+sleep 0.5                       # any other process would have written by now
+[ "$(cat /tmp/peer-mark 2>/dev/null)" = "$want" ] ||
+  fail "after del, the plugin saw: '$(cat /tmp/peer-mark 2>/dev/null)', not cleanup then unload in the server ($spid)"
+ok "plugin cleanup and unload when the ublk server exits"
