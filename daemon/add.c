@@ -22,7 +22,6 @@
 #include "ubdkit/backend.h"
 #include "daemonize.h"
 #include "log.h"
-#include "loop.h"
 #include "progress.h"
 #include "size.h"
 #include "ubctl.h"
@@ -55,14 +54,14 @@ add_usage (void)
 "      --foreground       serve in the foreground (default: background)\n"
 "      --no-recovery      create without ublk user recovery\n"
 "      --poll USEC        queue threads poll for up to USEC before sleeping,\n"
-"                         adapting to the load (default %u; 0: never)\n"
+"                         adapting to the load (default 0: never)\n"
 "      --watchdog SECS    restart a server that completes no request for\n"
 "                         SECS while requests wait (default: off)\n"
 "      --io-flusher on|off|require, --no-mlock, --oom-score-adj N|off\n"
 "                         forward-progress protections (as for serve)\n"
 "  -v, --verbose          debug output\n"
 "\n"
-"Backends: see 'ubdkit serve --help'.\n", LOOP_POLL_DEFAULT_US);
+"Backends: see 'ubdkit serve --help'.\n");
 }
 
 static int
@@ -101,7 +100,7 @@ add_parse (int argc, char **argv, struct add_config *cfg)
   memset (cfg, 0, sizeof *cfg);
   cfg->dev = (struct ubdev_options) {
     .id = -1, .queues = 1, .depth = 64, .max_io = 512 * 1024, .recovery = true,
-    .poll_us = LOOP_POLL_DEFAULT_US,
+    .poll_us = 0,                 /* see docs/architecture.md */
   };
   cfg->progress = progress_defaults;
   optind = 1;

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
@@ -257,10 +258,12 @@ submit_and_wait (struct loop *l)
     return poll_wait (l);
   if (l->poll_max_ns == 0 || io_uring_cq_ready (&l->ring))
     return io_uring_submit_and_wait (&l->ring, 1);
+  /* Submit and collect what has completed meanwhile, in one call as the
+   * wait would: a busy loop must not pay for polling. */
+  r = io_uring_submit_and_get_events (&l->ring);
+  if (r < 0 || io_uring_cq_ready (&l->ring))
+    return r < 0 ? r : 0;
   start = now_ns ();
-  r = io_uring_submit (&l->ring);
-  if (r < 0)
-    return r;
   if (l->poll_ns && poll_ring (l)) {
     poll_adapt (l, now_ns () - start);
     return 0;
