@@ -56,8 +56,8 @@ workloads () { # DEV PREFIX
 dev=\$(\$UBDKIT add -q 2 -d 64 --max-io 1M file file=$dir/back.img $fileopt 2>/dev/null)
 workloads \$dev ublk
 \$UBDKIT del --all
-dev=\$(\$UBDKIT add --poll 0 -q 2 -d 64 --max-io 1M file file=$dir/back.img $fileopt 2>/dev/null)
-workloads \$dev nopoll
+dev=\$(\$UBDKIT add --poll 100 -q 2 -d 64 --max-io 1M file file=$dir/back.img $fileopt 2>/dev/null)
+workloads \$dev poll
 \$UBDKIT del --all
 loopdev=\$(/usr/sbin/losetup --direct-io=on -f --show $dir/back.img)
 workloads \$loopdev loop
@@ -84,10 +84,10 @@ done
        "ubdkit $(git -C "$top" describe --always --dirty); fio runtime ${runtime} s;" \
        "ubdkit add -q 2 -d 64 --max-io 1M file $fileopt; loop with --direct-io=on"
   echo
-  echo "ublk: the default (adaptive polling, --poll 100); ublk --poll 0: the"
-  echo "same device served by queue threads that never poll."
+  echo "ublk: the default (queue threads sleep when idle); ublk --poll 100: the"
+  echo "same device served by queue threads that poll adaptively (up to 100 us)."
   echo
-  echo "| workload | ublk IOPS | ublk --poll 0 IOPS | loop IOPS | ublk MiB/s | ublk --poll 0 MiB/s | loop MiB/s | ublk/loop | ublk --poll 0/loop |"
+  echo "| workload | ublk IOPS | ublk --poll 100 IOPS | loop IOPS | ublk MiB/s | ublk --poll 100 MiB/s | loop MiB/s | ublk/loop | ublk --poll 100/loop |"
   echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|"
   grep '^RESULT' "$tmp/console.log" | awk '
     { split($2, a, ":"); dev = a[1]; w = a[2];
@@ -96,8 +96,8 @@ done
       n = split("randread4k randwrite4k seqread1m seqwrite1m", order, " ")
       for (i = 1; i <= n; i++) { w = order[i]
         r = iops["loop", w] ? iops["ublk", w] / iops["loop", w] : 0
-        q = iops["loop", w] ? iops["nopoll", w] / iops["loop", w] : 0
+        q = iops["loop", w] ? iops["poll", w] / iops["loop", w] : 0
         printf "| %s | %d | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f |\n", w,
-          iops["ublk", w], iops["nopoll", w], iops["loop", w], bw["ublk", w],
-          bw["nopoll", w], bw["loop", w], r, q } }'
+          iops["ublk", w], iops["poll", w], iops["loop", w], bw["ublk", w],
+          bw["poll", w], bw["loop", w], r, q } }'
 } | tee "$out"
