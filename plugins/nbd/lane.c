@@ -251,10 +251,8 @@ lane_start_connect (struct lane *ln)
   ln->attempts++;
   ln->state = LANE_CONNECTING;
   ln->fd = -1;
-  ln->nbd = nbd_create ();
-  if (ln->nbd &&
-      nbd_add_meta_context (ln->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) != -1 &&
-      nbd_aio_connect_uri (ln->nbd, ln->r->uri) != -1) {
+  ln->nbd = remote_handle_new ();
+  if (ln->nbd && nbd_aio_connect_uri (ln->nbd, ln->r->uri) != -1) {
     ln->fd = nbd_aio_get_fd (ln->nbd);
     if (ln->fd >= 0)
       return;

@@ -118,17 +118,30 @@ remote_config (const struct backend_param *p, size_t n, bool readonly)
 
 /* Opening: connect every lane now, so a bad URI fails at start-up. */
 
+struct nbd_handle *
+remote_handle_new (void)
+{
+  struct nbd_handle *nbd = nbd_create ();
+
+  if (nbd &&
+      (nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+       nbd_set_uri_allow_local_file (nbd, true) == -1)) {
+    nbd_close (nbd);
+    return NULL;
+  }
+  return nbd;
+}
+
 static struct nbd_handle *
 remote_connect (const struct remote *r)
 {
-  struct nbd_handle *nbd = nbd_create ();
+  struct nbd_handle *nbd = remote_handle_new ();
 
   if (!nbd) {
     log_error ("nbd: %s", nbd_get_error ());
     return NULL;
   }
-  if (nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
-      nbd_connect_uri (nbd, r->uri) == -1) {
+  if (nbd_connect_uri (nbd, r->uri) == -1) {
     log_error ("nbd: %s: %s", r->uri, nbd_get_error ());
     nbd_close (nbd);
     return NULL;

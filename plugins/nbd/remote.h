@@ -67,6 +67,11 @@ struct remote {
 
 /* Set up lane LN of R around its connected handle ln->nbd. */
 void lane_init (struct lane *ln, struct remote *r);
+/* A libnbd handle set up for the remote: NULL (see nbd_get_error) or a
+ * handle that asks for base:allocation and may read the files a URI names
+ * (tls-psk-file, tls-certificates: the URI is the administrator's, from
+ * the command line, as with nbdinfo). */
+struct nbd_handle *remote_handle_new (void);
 /* Take IO on the lane's owner thread (from submit: completes nothing
  * before returning). */
 void lane_take (struct lane *ln, struct backend_io *io);
