@@ -157,9 +157,8 @@ exports_close (struct export_set *s, bool flush)
 {
   for (size_t i = 0; s->backends && i < s->cap; i++) {
     struct backend *b = &s->backends[i];
-    if (flush && i < s->n && b->h && (b->caps & BACKEND_CAN_FLUSH) && !b->readonly &&
-        b->ops->flush && b->ops->flush (b->h) < 0)
-      log_error ("%s: flush at exit failed", s->list[i].name);
+    if (flush && i < s->n)
+      backend_flush_at_exit (b, s->list[i].name);
     backend_close (b);
   }
   for (size_t i = 0; s->words && i < s->cap; i++)

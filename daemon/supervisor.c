@@ -68,9 +68,7 @@ server_main (const struct supervisor_config *cfg, struct backend *b,
   cmd_wait_for_end (sfd, ubdev_done_fd (dev));
   cmd_record_backend (ubdev_id (dev), NULL);
   ubdev_stop (dev);
-  if ((bc.view.caps & BACKEND_CAN_FLUSH) && !bc.view.readonly &&
-      bc.view.ops->flush && bc.view.ops->flush (bc.view.h) < 0)
-    log_error ("flush at exit failed");
+  backend_flush_at_exit (&bc.view, b->args);
   backend_disconnect (&bc);
   backend_workers_stop ();
   /* As nbdkit does at exit: a plugin's cleanup and unload run here. */

@@ -290,6 +290,9 @@ int backend_config (struct backend *b, const char *name, char **argv,
                     int argc, bool readonly);
 int backend_open (struct backend *b);
 void backend_close (struct backend *b);
+/* At exit, with no request in flight: flush B if it can and may be
+ * written, logging a failure with NAME.  Returns 0 or -1. */
+int backend_flush_at_exit (struct backend *b, const char *name);
 /* backend_close in a process whose child served B (see ops.forget). */
 void backend_forget (struct backend *b);
 

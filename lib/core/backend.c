@@ -277,6 +277,16 @@ backend_close (struct backend *b)
   memset (b, 0, sizeof *b);
 }
 
+int
+backend_flush_at_exit (struct backend *b, const char *name)
+{
+  if (!b->h || !(b->caps & BACKEND_CAN_FLUSH) || b->readonly ||
+      !b->ops->flush || b->ops->flush (b->h) >= 0)
+    return 0;
+  log_error ("%s: flush at exit failed", name);
+  return -1;
+}
+
 void
 backend_forget (struct backend *b)
 {
