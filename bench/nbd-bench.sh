@@ -2,7 +2,10 @@
 # nbd-bench.sh: compare ubdkit's NBD server against nbdkit and qemu-nbd.
 #
 # Runs the same six fio workloads (fio's "nbd" engine, i.e. libnbd in the
-# client, over a Unix socket) against, back to back:
+# client, over a Unix socket) against these servers.  All of them run side
+# by side from the start; workload by workload, they take turns (and with
+# BENCH_ROUNDS=N, N turns each, reported as medians), so host noise that
+# drifts over minutes falls on all of them alike:
 #
 #   ubdkit-memory   ubdkit serve -U SOCK memory size=1G
 #   ubdkit-memory-nopoll   the same with --poll 0 (no adaptive polling: the
@@ -13,7 +16,7 @@
 #   qemu-nbd        qemu-nbd -k SOCK -f raw -e 8 -t --cache=writeback --aio=threads FILE
 #
 # FILE is one 1 GiB file of random data on local disk, shared by the three
-# file servers (one at a time).  All three go through the host page cache
+# file servers (only one runs fio at a time).  All three go through the host page cache
 # (qemu-nbd's default cache=writeback, nbdkit file's cache=default), so with
 # the file warm the file workloads measure the server, not the disk.
 #
@@ -57,6 +60,8 @@
 #   BENCH_KEEP=1         keep the scratch dir (fio JSON, server logs)
 #   UBDKIT_ARGS="..."    extra options for ubdkit serve (e.g. "-t 1")
 #   BENCH_PIN=1          pin server to CPU 0 and fio to CPU 1 (see above)
+#   BENCH_ROUNDS=N       run every workload N times per server, the servers
+#                        taking turns, and report medians (default 1)
 #
 # Exit status: 0 if every workload on every server ran, 1 otherwise (the
 # table is still written, with the failures marked).
@@ -75,6 +80,7 @@ top=$(cd "$here/.." && pwd)
 : "${BENCH_KEEP:=0}"
 : "${UBDKIT_ARGS:=}"
 : "${BENCH_PIN:=0}"
+: "${BENCH_ROUNDS:=1}"
 
 log () { printf '[nbd-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die () { log "ERROR: $*"; exit 2; }
@@ -89,6 +95,10 @@ else die "need jq or /usr/bin/python3 to read fio's JSON"; fi
 
 [[ $BENCH_RUNTIME =~ ^[0-9]+$ && $BENCH_RUNTIME -gt 0 ]] ||
   die "BENCH_RUNTIME must be a positive integer"
+[[ $BENCH_ROUNDS =~ ^[0-9]+$ && $BENCH_ROUNDS -gt 0 ]] ||
+  die "BENCH_ROUNDS must be a positive integer"
+[ "$BENCH_ROUNDS" = 1 ] || [ -x /usr/bin/python3 ] ||
+  die "BENCH_ROUNDS > 1 needs /usr/bin/python3 (for the medians)"
 
 clk_tck=$(getconf CLK_TCK)
 
@@ -104,11 +114,12 @@ scratch=$(mktemp -d "$BENCH_TMPDIR/nbd-bench.XXXXXX")
 datafile=$scratch/disk.img
 server_pid=
 stop_note=
-declare -A server_cmds=()
+declare -A server_cmds=() pid_of=() log_of=() uri_of=() up=()
 cleanup () {
   local st=$?
   trap - EXIT INT TERM
   stop_server
+  for server_pid in "${pid_of[@]}"; do stop_server; done
   if [ "$BENCH_KEEP" = 1 ]; then
     log "scratch kept in $scratch"
   else
@@ -313,18 +324,74 @@ fi
 loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
 t_start=$(date +%s)
 
+# measure SERVER WORKLOAD ARGS: one fio run of WORKLOAD on SERVER (up, at
+# $uri), one row in $results.  Returns 1 if the server died.
+measure () {
+  local server=$1 w=$2 args=$3 out rc c0 c1 t0 t1 summary
+  local iops bw ios p99 err maxns status
+  out=$scratch/$server.$w.$round.json
+  log "$server: $w ($(workload_desc "$w"), ${BENCH_RUNTIME}s, round $round)"
+  c0=$(cpu_ticks "$server_pid")
+  t0=$(date +%s%N)
+  rc=0
+  # shellcheck disable=SC2086
+  run_fio "$out" --name="$w" $args --time_based --runtime="$BENCH_RUNTIME" || rc=$?
+  t1=$(date +%s%N)
+  c1=
+  server_alive "$server_pid" && c1=$(cpu_ticks "$server_pid" 2>/dev/null)
+  if [ -z "$c1" ]; then
+    log "$server: server died during $w; its log:"; sed 's/^/    /' "$srvlog" >&2
+    notes+=("$server died during $w.")
+    printf '%s\t%s\tserver-died\n' "$server" "$w" >>"$results"
+    failures=$((failures + 1))
+    return 1
+  fi
+  if [ "$rc" = 124 ] ||
+     { [ "$rc" = 137 ] && [ $(( (t1 - t0) / 1000000000 )) -ge "$fio_timeout" ]; }; then
+    log "$server: fio timed out after ${fio_timeout}s on $w (stall?)"
+    notes+=("$server: fio timed out (${fio_timeout}s) on $w: the server stalled.")
+    printf '%s\t%s\ttimeout\n' "$server" "$w" >>"$results"
+    failures=$((failures + 1))
+    return 0
+  fi
+  if ! summary=$(fio_summary "$out" 2>/dev/null) || [ -z "$summary" ]; then
+    log "$server: fio failed on $w (exit $rc); stderr:"
+    tail -n 5 "$out.stderr" | sed 's/^/    /' >&2
+    notes+=("$server: fio failed on $w (exit $rc): $(tail -n 1 "$out.stderr")")
+    printf '%s\t%s\tfio-failed\n' "$server" "$w" >>"$results"
+    failures=$((failures + 1))
+    return 0
+  fi
+  read -r iops bw ios p99 err maxns <<<"$summary"
+  if awk -v m="$maxns" 'BEGIN { exit !(m >= 5e8) }'; then
+    notes+=("$server: $w: slowest request took $(awk -v m="$maxns" 'BEGIN { printf "%.0f", m / 1e6 }') ms (a stall?).")
+  fi
+  status=ok
+  if [ "$rc" != 0 ] || [ "$err" != 0 ]; then
+    status=io-errors
+    notes+=("$server: fio reported errors on $w (exit $rc, error $err): $(tail -n 1 "$out.stderr")")
+    failures=$((failures + 1))
+  fi
+  awk -v s="$server" -v w="$w" -v st="$status" -v iops="$iops" -v bw="$bw" \
+      -v ios="$ios" -v p99="$p99" -v dc=$((c1 - c0)) -v hz="$clk_tck" \
+      -v ns=$((t1 - t0)) 'BEGIN {
+    cpu = dc / hz;                               # server CPU seconds
+    printf "%s\t%s\t%s\t%.0f\t%.1f\t%.0f\t%s\t%.0f\t%d\n", s, w, st, iops,
+      bw / 1048576, p99 / 1000,
+      (ios > 0 ? sprintf("%.2f", cpu * 1e6 / ios) : "-"),
+      100 * cpu / (ns / 1e9), ios }' >>"$results"
+  log "$server: $w: $(tail -n 1 "$results" | cut -f4-)"
+}
+
+# Start every server and fill its device once.  They then run side by side,
+# each idle but for its turns (an idle ubdkit, nbdkit or qemu-nbd takes no
+# CPU).
 for server in $BENCH_SERVERS; do
   if [[ $server == ubdkit-* && $ubdkit_missing = 1 ]]; then
     for w in $BENCH_WORKLOADS; do
       printf '%s\t%s\tskipped\n' "$server" "$w" >>"$results"
     done
     continue
-  fi
-  stop_note=
-  if [[ $server == ubdkit-* && -n $ubdkit_bin ]] &&
-     [ "$(sha256sum "$UBDKIT" 2>/dev/null | cut -c1-12)" != "$ubdkit_sum" ]; then
-    log "WARNING: $UBDKIT changed since the run started"
-    notes+=("$UBDKIT was rebuilt during the run, before $server started: its rows are not from the binary named in the header.")
   fi
   if ! start_server "$server"; then
     failures=$((failures + 1))
@@ -334,7 +401,9 @@ for server in $BENCH_SERVERS; do
     done
     continue
   fi
-
+  pid_of[$server]=$server_pid log_of[$server]=$srvlog uri_of[$server]=$uri
+  up[$server]=1
+  server_pid=
   log "$server: prefill (sequential 1 MiB writes over the whole device)"
   if ! run_fio "$scratch/$server.prefill.json" --name=prefill --rw=write \
          --bs=1M --iodepth=8; then
@@ -342,76 +411,80 @@ for server in $BENCH_SERVERS; do
     notes+=("$server: prefill write pass failed: $(tail -n 1 "$scratch/$server.prefill.json.stderr")")
     failures=$((failures + 1))
   fi
+done
 
-  dead=0
-  for w in $BENCH_WORKLOADS; do
-    args=$(workload_args "$w") || die "unknown workload '$w'"
-    if [ "$dead" = 1 ] || ! server_alive "$server_pid"; then
-      dead=1
-      printf '%s\t%s\tserver-died\n' "$server" "$w" >>"$results"
-      continue
-    fi
-    out=$scratch/$server.$w.json
-    log "$server: $w ($(workload_desc "$w"), ${BENCH_RUNTIME}s)"
-    c0=$(cpu_ticks "$server_pid")
-    t0=$(date +%s%N)
-    rc=0
-    # shellcheck disable=SC2086
-    run_fio "$out" --name="$w" $args --time_based --runtime="$BENCH_RUNTIME" || rc=$?
-    t1=$(date +%s%N)
-    c1=
-    server_alive "$server_pid" && c1=$(cpu_ticks "$server_pid" 2>/dev/null)
-    if [ -z "$c1" ]; then
-      log "$server: server died during $w; its log:"; sed 's/^/    /' "$srvlog" >&2
-      notes+=("$server died during $w.")
-      printf '%s\t%s\tserver-died\n' "$server" "$w" >>"$results"
-      failures=$((failures + 1)); dead=1
-      continue
-    fi
-    if [ "$rc" = 124 ] ||
-       { [ "$rc" = 137 ] && [ $(( (t1 - t0) / 1000000000 )) -ge "$fio_timeout" ]; }; then
-      log "$server: fio timed out after ${fio_timeout}s on $w (stall?)"
-      notes+=("$server: fio timed out (${fio_timeout}s) on $w: the server stalled.")
-      printf '%s\t%s\ttimeout\n' "$server" "$w" >>"$results"
-      failures=$((failures + 1))
-      continue
-    fi
-    if ! summary=$(fio_summary "$out" 2>/dev/null) || [ -z "$summary" ]; then
-      log "$server: fio failed on $w (exit $rc); stderr:"
-      tail -n 5 "$out.stderr" | sed 's/^/    /' >&2
-      notes+=("$server: fio failed on $w (exit $rc): $(tail -n 1 "$out.stderr")")
-      printf '%s\t%s\tfio-failed\n' "$server" "$w" >>"$results"
-      failures=$((failures + 1))
-      continue
-    fi
-    read -r iops bw ios p99 err maxns <<<"$summary"
-    if awk -v m="$maxns" 'BEGIN { exit !(m >= 5e8) }'; then
-      notes+=("$server: $w: slowest request took $(awk -v m="$maxns" 'BEGIN { printf "%.0f", m / 1e6 }') ms (a stall?).")
-    fi
-    status=ok
-    if [ "$rc" != 0 ] || [ "$err" != 0 ]; then
-      status=io-errors
-      notes+=("$server: fio reported errors on $w (exit $rc, error $err): $(tail -n 1 "$out.stderr")")
-      failures=$((failures + 1))
-    fi
-    awk -v s="$server" -v w="$w" -v st="$status" -v iops="$iops" -v bw="$bw" \
-        -v ios="$ios" -v p99="$p99" -v dc=$((c1 - c0)) -v hz="$clk_tck" \
-        -v ns=$((t1 - t0)) 'BEGIN {
-      cpu = dc / hz;                               # server CPU seconds
-      printf "%s\t%s\t%s\t%.0f\t%.1f\t%.0f\t%s\t%.0f\t%d\n", s, w, st, iops,
-        bw / 1048576, p99 / 1000,
-        (ios > 0 ? sprintf("%.2f", cpu * 1e6 / ios) : "-"),
-        100 * cpu / (ns / 1e9), ios }' >>"$results"
-    log "$server: $w: $(tail -n 1 "$results" | cut -f4-)"
+# Workload by workload, round by round, the servers take turns: host noise
+# that drifts over minutes then falls on every server alike, and with
+# BENCH_ROUNDS > 1 the report gives each server's median.
+for w in $BENCH_WORKLOADS; do
+  args=$(workload_args "$w") || die "unknown workload '$w'"
+  for (( round = 1; round <= BENCH_ROUNDS; round++ )); do
+    for server in $BENCH_SERVERS; do
+      [ -n "${pid_of[$server]:-}" ] || continue
+      if [ -z "${up[$server]:-}" ] || ! server_alive "${pid_of[$server]}"; then
+        up[$server]=
+        [ "$round" = 1 ] && printf '%s\t%s\tserver-died\n' "$server" "$w" >>"$results"
+        continue
+      fi
+      if [[ $server == ubdkit-* && -n $ubdkit_bin ]] &&
+         [ "$(sha256sum "$UBDKIT" 2>/dev/null | cut -c1-12)" != "$ubdkit_sum" ]; then
+        log "WARNING: $UBDKIT changed since the run started"
+        notes+=("$UBDKIT was rebuilt during the run: ubdkit rows may not be from the binary named in the header.")
+      fi
+      server_pid=${pid_of[$server]} srvlog=${log_of[$server]} uri=${uri_of[$server]}
+      measure "$server" "$w" "$args" || up[$server]=
+      server_pid=
+    done
   done
+done
+
+for server in $BENCH_SERVERS; do
+  [ -n "${pid_of[$server]:-}" ] || continue
+  server_pid=${pid_of[$server]} stop_note=
   stop_server
   [ -n "$stop_note" ] && notes+=("$server $stop_note.")
   # Servers' warnings and errors (ubdkit also logs informational lines).
   while IFS= read -r line; do
     notes+=("$server logged: \`${line:0:240}\`")
-  done < <(grep -aiE 'warn|error|fail|fatal|abort|assert|timeout|timed out|stall' "$srvlog" |
+  done < <(grep -aiE 'warn|error|fail|fatal|abort|assert|timeout|timed out|stall' "${log_of[$server]}" |
            awk '!seen[$0]++' | head -n 8)
 done
+pid_of=()
+
+# One row per server and workload: the median of each number over the
+# rounds, and the IOPS range (min max) in two more columns; a workload that
+# failed in any round keeps its first failure's status.
+table=$scratch/table.tsv
+if [ "$BENCH_ROUNDS" = 1 ]; then
+  awk -F'\t' -v OFS='\t' '{ print $0, $4, $4 }' "$results" >"$table"
+else
+  /usr/bin/python3 - "$results" >"$table" <<'EOF'
+import statistics, sys
+rows = {}
+order = []
+for line in open(sys.argv[1]):
+    f = line.rstrip("\n").split("\t")
+    k = (f[0], f[1])
+    if k not in rows:
+        rows[k] = []
+        order.append(k)
+    rows[k].append(f)
+for k in order:
+    rs = rows[k]
+    bad = [r for r in rs if r[2] not in ("ok", "io-errors")]
+    if bad:
+        print("\t".join(bad[0][:3]))
+        continue
+    def med(i, fmt):
+        v = [float(r[i]) for r in rs if r[i] not in ("", "-")]
+        return fmt % statistics.median(v) if v else "-"
+    st = "io-errors" if any(r[2] == "io-errors" for r in rs) else "ok"
+    iops = [float(r[3]) for r in rs]
+    print("\t".join([k[0], k[1], st, med(3, "%.0f"), med(4, "%.1f"),
+                     med(5, "%.0f"), med(6, "%.2f"), med(7, "%.0f"),
+                     med(8, "%.0f"), "%.0f" % min(iops), "%.0f" % max(iops)]))
+EOF
+fi
 
 t_end=$(date +%s)
 loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -435,6 +508,7 @@ report () {
   echo "| fio | $(pkgver fio) |"
   echo "| libnbd | $(pkgver libnbd0) |"
   echo "| runtime per workload | ${BENCH_RUNTIME} s |"
+  echo "| rounds | $BENCH_ROUNDS (servers run side by side and take turns, workload by workload; figures are medians over the rounds) |"
   echo "| device size | $BENCH_SIZE |"
   echo "| file backend | ${fstype:-n/a} in $BENCH_TMPDIR, page cache (buffered) |"
   echo "| pinning | $([ "$BENCH_PIN" = 1 ] && echo 'server CPU 0, fio CPU 1' || echo none) |"
@@ -453,16 +527,16 @@ report () {
   echo
   echo "srv CPU/req = server utime+stime during the workload / requests completed. srv CPU% = server CPU time / wall time (200% = both cores)."
   echo
-  echo "| server | workload | IOPS | MiB/s | p99 clat (µs) | srv CPU/req (µs) | srv CPU% |"
-  echo "|---|---|--:|--:|--:|--:|--:|"
+  echo "| server | workload | IOPS | MiB/s | p99 clat (µs) | srv CPU/req (µs) | srv CPU% | IOPS min-max |"
+  echo "|---|---|--:|--:|--:|--:|--:|--:|"
   awk -F'\t' -v wl="$BENCH_WORKLOADS" '
     BEGIN { n = split("rr4k-qd1 rr4k-qd32 rr4k-4x8 rw4k-qd32 sr1m-qd8 sw1m-qd8", k, " ")
       split("4k rand read QD1|4k rand read QD32|4k rand read 4 conn x QD8|4k rand write QD32|1M seq read QD8|1M seq write QD8", d, "|")
       for (i = 1; i <= n; i++) desc[k[i]] = d[i] }
     $3 == "ok" || $3 == "io-errors" {
-      printf "| %s | %s%s | %s | %s | %s | %s | %s%% |\n", $1, desc[$2],
-        ($3 == "ok" ? "" : " **(I/O errors)**"), $4, $5, $6, $7, $8; next }
-    { printf "| %s | %s | %s | | | | |\n", $1, desc[$2], toupper($3) }' "$results"
+      printf "| %s | %s%s | %s | %s | %s | %s | %s%% | %s-%s |\n", $1, desc[$2],
+        ($3 == "ok" ? "" : " **(I/O errors)**"), $4, $5, $6, $7, $8, $10, $11; next }
+    { printf "| %s | %s | %s | | | | | |\n", $1, desc[$2], toupper($3) }' "$table"
   echo
   echo "## Ratios"
   echo
@@ -484,7 +558,7 @@ report () {
       rows("ubdkit-memory", "nbdkit-memory")
       rows("ubdkit-memory-nopoll", "nbdkit-memory")
       rows("ubdkit-file", "nbdkit-file")
-      rows("qemu-nbd", "nbdkit-file") }' "$results"
+      rows("qemu-nbd", "nbdkit-file") }' "$table"
   if [ ${#notes[@]} -gt 0 ]; then
     echo
     echo "## Notes from this run"
