@@ -18,6 +18,8 @@ expect_usage_error --no-such-option
 expect_usage_error serve -U - memory size=banana
 expect_usage_error serve -U - memory size=1M nosuchkey=1
 expect_usage_error serve -U - nosuchbackend
+expect_usage_error serve --poll soon -U - memory size=1M
+expect_usage_error add --poll soon null size=1M
 truncate -s 1M "$tmp/x"
 expect_usage_error serve -U - file file="$tmp/x" direct=maybe
 

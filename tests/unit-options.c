@@ -32,6 +32,7 @@ test_defaults (void)
   CHECK (cfg.unix_path == NULL);
   CHECK (strcmp (cfg.export_name, "") == 0);
   CHECK (cfg.server.depth == 32);
+  CHECK (cfg.server.poll_us == 100);
   CHECK (cfg.server.buf_size == 1024 * 1024);
   CHECK (cfg.server.threads == (unsigned) sysconf (_SC_NPROCESSORS_ONLN));
   CHECK (cfg.progress.io_flusher == PROGRESS_IO_FLUSHER_ON);
@@ -45,7 +46,7 @@ test_all_options (void)
   struct serve_config cfg;
   char *v[] = { "serve", "-U", "/tmp/s", "-p", "0", "--bind", "127.0.0.1",
                 "-e", "disk", "--description", "d", "-r", "-t", "3",
-                "--depth", "8", "--buffer-size", "1M",
+                "--depth", "8", "--buffer-size", "1M", "--poll", "0",
                 "--max-connections", "9", "-P", "/tmp/p",
                 "--io-flusher=require", "--no-mlock", "--oom-score-adj=off",
                 "file", "file=x", NULL };
@@ -58,6 +59,7 @@ test_all_options (void)
   CHECK (cfg.readonly);
   CHECK (cfg.server.threads == 3 && cfg.server.depth == 8);
   CHECK (cfg.server.buf_size == 1 << 20);
+  CHECK (cfg.server.poll_us == 0);
   CHECK (cfg.server.max_connections == 9);
   CHECK (strcmp (cfg.pidfile, "/tmp/p") == 0);
   CHECK (cfg.progress.io_flusher == PROGRESS_IO_FLUSHER_REQUIRE);
@@ -99,6 +101,8 @@ test_errors (void)
     { "serve", "-t", "0", "null" },
     { "serve", "-t", "many", "null" },
     { "serve", "--depth", "0", "null" },
+    { "serve", "--poll", "soon", "null" },
+    { "serve", "--poll", "20000", "null" },
     { "serve", "--buffer-size", "1000", "null" },
     { "serve", "--buffer-size", "1G", "null" },
     { "serve", "-p", "70000", "null" },
