@@ -393,6 +393,11 @@ for server in $BENCH_SERVERS; do
     done
     continue
   fi
+  if [[ $server == ubdkit-* && -n $ubdkit_bin ]] &&
+     [ "$(sha256sum "$UBDKIT" 2>/dev/null | cut -c1-12)" != "$ubdkit_sum" ]; then
+    log "WARNING: $UBDKIT changed since the run started"
+    notes+=("$UBDKIT was rebuilt during the run, before $server started: its rows are not from the binary named in the header.")
+  fi
   if ! start_server "$server"; then
     failures=$((failures + 1))
     notes+=("$server failed to start: $(head -n 3 "$srvlog" | tr '\n' ' ' | cut -c1-300)")
@@ -425,11 +430,6 @@ for w in $BENCH_WORKLOADS; do
         up[$server]=
         [ "$round" = 1 ] && printf '%s\t%s\tserver-died\n' "$server" "$w" >>"$results"
         continue
-      fi
-      if [[ $server == ubdkit-* && -n $ubdkit_bin ]] &&
-         [ "$(sha256sum "$UBDKIT" 2>/dev/null | cut -c1-12)" != "$ubdkit_sum" ]; then
-        log "WARNING: $UBDKIT changed since the run started"
-        notes+=("$UBDKIT was rebuilt during the run: ubdkit rows may not be from the binary named in the header.")
       fi
       server_pid=${pid_of[$server]} srvlog=${log_of[$server]} uri=${uri_of[$server]}
       measure "$server" "$w" "$args" || up[$server]=
