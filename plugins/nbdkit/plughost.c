@@ -294,13 +294,12 @@ plughost_open (void *hv)
   return 0;
 }
 
-
 /* Per connection, on a worker thread. */
 
-/* A can_* query: the plugin's answer normalized to 0/1, or DFLT when it
- * has no such callback; -1 after logging if it failed. */
+/* A query's raw answer, or DFLT when the plugin has no such callback;
+ * a failure (-1) is logged. */
 static int
-ask (struct plugconn *c, const char *what, int (*fn) (void *), int dflt)
+ask_raw (struct plugconn *c, const char *what, int (*fn) (void *), int dflt)
 {
   int r;
 
@@ -309,6 +308,15 @@ ask (struct plugconn *c, const char *what, int (*fn) (void *), int dflt)
   r = fn (c->handle);
   if (r == -1)
     log_error ("nbdkit: %s: %s failed", c->p->name, what);
+  return r;
+}
+
+/* A can_* query: the answer normalized to 0/1, or -1 if it failed. */
+static int
+ask (struct plugconn *c, const char *what, int (*fn) (void *), int dflt)
+{
+  int r = ask_raw (c, what, fn, dflt);
+
   return r == -1 ? -1 : r != 0;
 }
 
@@ -316,13 +324,8 @@ ask (struct plugconn *c, const char *what, int (*fn) (void *), int dflt)
 static int
 ask3 (struct plugconn *c, const char *what, int (*fn) (void *), int dflt)
 {
-  int r;
+  int r = ask_raw (c, what, fn, dflt);
 
-  if (!fn)
-    return dflt;
-  r = fn (c->handle);
-  if (r == -1)
-    log_error ("nbdkit: %s: %s failed", c->p->name, what);
   return r < 0 ? -1 : r > 2 ? 2 : r;
 }
 
