@@ -3,6 +3,8 @@
 # runs as root there with every capability: --io-flusher=require starts,
 # and every thread of a running server has PF_MEMALLOC_NOIO and
 # PF_LOCAL_THROTTLE (what PR_SET_IO_FLUSHER sets) in /proc/PID/task/*/stat.
+# It also checks vm-run itself: a guest whose kernel crashes while booting
+# is booted again (UBDKIT_VM_BOOT_TRIES), and the run still fails.
 source "${srcdir:-.}/functions.sh"
 make_tmpdir
 
@@ -49,4 +51,22 @@ else
 fi
 EOF
 
-"$srcdir/vm/vm-run" --timeout 120 "$tmp/smoke.sh"
+"$srcdir/vm/vm-run" --timeout 120 "$tmp/smoke.sh" 2> "$tmp/smoke.err" ||
+  { st=$?; cat "$tmp/smoke.err" >&2; exit $st; }
+cat "$tmp/smoke.err" >&2
+
+# The harness itself: a guest kernel that crashes while booting (here made
+# to, by naming an init that does not exist) is booted again, up to
+# UBDKIT_VM_BOOT_TRIES times, and the run still fails after the last one.
+echo 'echo never' > "$tmp/never.sh"
+st=0
+UBDKIT_VM_BOOT_TRIES=2 "$srcdir/vm/vm-run" --timeout 60 --append rdinit=/nonexistent \
+  "$tmp/never.sh" > "$tmp/crash.out" 2> "$tmp/crash.err" || st=$?
+[ $st = 1 ] || { cat "$tmp/crash.err" >&2; fail "vm-run on a guest that cannot boot: exit $st, expected 1"; }
+n=$(grep -c 'crashed while booting, before any test began' "$tmp/crash.err") || true
+[ "$n" = 1 ] || { cat "$tmp/crash.err" >&2; fail "expected exactly one retry of the crashed boot, saw ${n:-0}"; }
+grep -q 'FAIL: no END marker for never.sh' "$tmp/crash.err" ||
+  { cat "$tmp/crash.err" >&2; fail "vm-run did not report the test that never ran"; }
+echo "ok - a boot-time kernel crash is retried once (UBDKIT_VM_BOOT_TRIES=2), then fails"
+! grep -q 'crashed while booting' "$tmp/smoke.err" ||
+  echo "note: the smoke run above needed more than one boot"
