@@ -212,7 +212,12 @@ now_ns (void)
  * a wait that ended within poll_ns needs no change; a longer one, still
  * within poll_max_ns, doubles it (from 4 us); one beyond poll_max_ns resets
  * it to 0.  An idle or lightly loaded loop therefore sleeps at once, and
- * one that is kept busy never waits long enough to poll. */
+ * one that is kept busy never waits long enough to poll.
+ *
+ * Polling pays only when a client waits on each reply before it sends
+ * more (one request at a time).  A client that keeps several requests in
+ * flight is busy while we wait, and polling then only burns the wait: the
+ * frontend sees which it is and sets poll_hold for the second kind. */
 static bool
 poll_ring (struct loop *l)
 {
@@ -256,8 +261,11 @@ submit_and_wait (struct loop *l)
 
   if (wait_in_poll ())
     return poll_wait (l);
-  if (l->poll_max_ns == 0 || io_uring_cq_ready (&l->ring))
+  if (l->poll_max_ns == 0 || l->poll_hold || io_uring_cq_ready (&l->ring)) {
+    if (l->poll_hold)
+      l->poll_ns = 0;           /* start afresh once the hold ends */
     return io_uring_submit_and_wait (&l->ring, 1);
+  }
   /* Submit and collect what has completed meanwhile, in one call as the
    * wait would: a busy loop must not pay for polling. */
   r = io_uring_submit_and_get_events (&l->ring);

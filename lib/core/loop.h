@@ -36,6 +36,9 @@ struct loop {
   /* Adaptive polling before sleeping (see loop.c): the longest poll, set
    * by the frontend before loop_start (0: never poll), and the current. */
   uint64_t poll_max_ns, poll_ns;
+  /* Set by the frontend while polling cannot help: its clients keep
+   * requests in flight, so none of them waits on one reply (loop.c). */
+  bool poll_hold;
   int efd;                      /* wake-up eventfd */
   uint64_t efd_val;
   struct loop_event efd_ev;

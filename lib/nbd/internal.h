@@ -21,7 +21,13 @@
 #include "protocol.h"
 #include "server.h"
 
-#define CONN_RBUF   8192        /* input buffer: headers, options, names */
+#define CONN_RBUF   32768       /* input buffer: headers, options, names,
+                                 * small write payloads */
+/* A write payload up to this size is gathered in the input buffer with its
+ * header, so one recv brings several small writes (and one sendmsg then
+ * answers them); larger payloads are received straight into the backend's
+ * storage or a slot buffer. */
+#define SMALL_PAYLOAD (CONN_RBUF / 2)
 #define CONN_TBUF   10240       /* handshake reply buffer */
 #define SEND_BATCH  64          /* iovecs in one sendmsg */
 #define REQ_IOV     16          /* a mapped piece: iovecs into the backend */
@@ -144,7 +150,18 @@ struct nbd_loop {
   struct handoff { int fd; char peer[64]; } *handoff;
   unsigned nr_handoff;
   atomic_uint assigned;         /* conns given to this loop, not yet closed */
+  /* Do the clients pipeline?  Of the last PIPE_WINDOW requests parsed, how
+   * many found an earlier one of their connection still unanswered. */
+  unsigned win_reqs, win_piped;
 };
+
+/* Polling (loop.c) is held while more than 1/PIPE_SHARE of the requests
+ * of a window arrive with one of their connection's still in flight.  A
+ * client with one request at a time never does that: it sends the next
+ * only after it has read our reply, and we released that reply's slot long
+ * before (the send completes as it is submitted). */
+#define PIPE_WINDOW 64
+#define PIPE_SHARE  8
 
 /* Exports, shared read-only by all loops. */
 extern const struct export *server_exports;

@@ -658,6 +658,22 @@ get_slot (struct conn *c)
   return r;
 }
 
+/* See PIPE_WINDOW. */
+static void
+note_pipelining (struct nbd_loop *nl, bool piped)
+{
+  nl->win_piped += piped;
+  if (++nl->win_reqs < PIPE_WINDOW)
+    return;
+  bool hold = nl->win_piped * PIPE_SHARE > nl->win_reqs;
+  nl->win_reqs = nl->win_piped = 0;
+  if (hold == nl->loop.poll_hold || nl->loop.poll_max_ns == 0)
+    return;
+  nl->loop.poll_hold = hold;
+  log_debug (hold ? "clients keep requests in flight: polling held"
+                  : "a client waits on each reply: polling resumed");
+}
+
 int
 transmission_step (struct conn *c)
 {
@@ -692,6 +708,9 @@ transmission_step (struct conn *c)
     conn_fail (c);
     return -1;
   }
+  if (len <= SMALL_PAYLOAD && conn_avail (c) < size + len &&
+      has_payload (c, type, flags))
+    return 0;                   /* gather it: see SMALL_PAYLOAD */
   r = get_slot (c);
   if (!r)
     return 2;
@@ -704,6 +723,7 @@ transmission_step (struct conn *c)
   r->offset = get64 (p + 16);
   r->count = len;
   c->rstart += size;
+  note_pipelining (c->nl, c->inflight > 0);
   c->inflight++;
   log_ddebug ("%s: request type %u flags 0x%x offset %" PRIu64
               " count %" PRIu64, c->peer, r->type, r->nflags, r->offset,
