@@ -48,7 +48,7 @@ main (void)
   n = o->map (h, BACKEND_OP_WRITE, 100, 4 * K + 10, iov, 4);
   CHECK (n == 1 && iov[0].iov_len == 100);
   memcpy (iov[0].iov_base, pat, 100);
-  o->unmap (h, iov, n);
+  o->unmap (h, 100, 4 * K + 10, iov, n);
   CHECK (o->pread (h, buf, K, 4 * K) == 0);
   CHECK (buf[0] == 0 && buf[9] == 0 && memcmp (buf + 10, pat, 100) == 0 &&
          buf[110] == 0 && buf[K - 1] == 0);
@@ -67,7 +67,7 @@ main (void)
   CHECK (o->trim (h, 2 * K, 8 * K, 0) == 0);
   CHECK (o->pwrite (h, pat, K, 12 * K, 0) == -ENOSPC);
   CHECK (((unsigned char *) iov[0].iov_base)[0] == 0);
-  o->unmap (h, iov, n);
+  o->unmap (h, 2 * K, 8 * K, iov, n);
   /* Unpinned: trim frees them, writes elsewhere succeed. */
   CHECK (o->trim (h, 2 * K, 8 * K, 0) == 0);
   CHECK (o->pwrite (h, pat, 2 * K, 12 * K, 0) == 0);
@@ -84,6 +84,25 @@ main (void)
          iov[0].iov_len == 3 * K);
   CHECK (o->zero (h, 16 * K, 0, BACKEND_FLAG_MAY_TRIM) == 0);
   CHECK (o->pwrite (h, pat, 3 * K, 4 * K, 0) == 0);
+
+  /* Pins count: a chunk mapped twice (by ranges that straddle chunks) stays
+   * after one unmap, and is freed by trim only after both. */
+  {
+    struct iovec a[2], b[2];
+    int na, nb;
+    CHECK (o->zero (h, 16 * K, 0, BACKEND_FLAG_MAY_TRIM) == 0);
+    CHECK (o->pwrite (h, pat, 2 * K, 0, 0) == 0);         /* chunks 0, 1 */
+    na = o->map (h, BACKEND_OP_READ, K, K / 2, a, 2);     /* chunks 0-1 */
+    nb = o->map (h, BACKEND_OP_READ, 100, K + 7, b, 2);   /* chunk 1 */
+    CHECK (na >= 1 && nb == 1);
+    o->unmap (h, K, K / 2, a, na);
+    CHECK (o->trim (h, 2 * K, 0, 0) == 0);   /* chunk 0 freed, 1 pinned */
+    CHECK (o->pwrite (h, pat, 2 * K, 8 * K, 0) == 0);     /* 2 chunks left */
+    CHECK (o->pwrite (h, pat, K, 12 * K, 0) == -ENOSPC);
+    o->unmap (h, 100, K + 7, b, nb);
+    CHECK (o->trim (h, 2 * K, 0, 0) == 0);   /* now chunk 1 too */
+    CHECK (o->pwrite (h, pat, K, 12 * K, 0) == 0);
+  }
 
   o->close (h);
   UNIT_EXIT ();

@@ -208,11 +208,12 @@ struct backend_ops {
    * place.  Returns the number of iovecs; 0 when the range does not fit
    * in MAX or (READ) has holes: the caller then uses pread/pwrite; or a
    * negative errno.  The storage stays with the range (trim and zero do
-   * not free it) until unmap is called with the same iovecs.  Runs on the
-   * calling thread and never blocks. */
+   * not free it) until unmap is called with the same range and the iovecs
+   * map gave.  Runs on the calling thread and never blocks. */
   int (*map) (void *h, enum backend_op op, uint32_t count, uint64_t offset,
               struct iovec *iov, unsigned max);
-  void (*unmap) (void *h, const struct iovec *iov, unsigned n);
+  void (*unmap) (void *h, uint32_t count, uint64_t offset,
+                 const struct iovec *iov, unsigned n);
 };
 
 /* A backend opened for serving: ops + handle + cached answers. */
@@ -352,8 +353,8 @@ void backend_start (const struct backend *b, struct loop *l,
  * iovecs, 0 if the backend cannot (the caller copies), or -errno. */
 int backend_map (const struct backend *b, enum backend_op op, uint32_t count,
                  uint64_t offset, struct iovec *iov, unsigned max);
-void backend_unmap (const struct backend *b, const struct iovec *iov,
-                    unsigned n);
+void backend_unmap (const struct backend *b, uint32_t count, uint64_t offset,
+                    const struct iovec *iov, unsigned n);
 
 /* Worker threads for backends that block, started before serving: N
  * threads, all created now.  Returns 0 or -1 after logging. */

@@ -421,10 +421,11 @@ backend_map (const struct backend *b, enum backend_op op, uint32_t count,
 }
 
 void
-backend_unmap (const struct backend *b, const struct iovec *iov, unsigned n)
+backend_unmap (const struct backend *b, uint32_t count, uint64_t offset,
+               const struct iovec *iov, unsigned n)
 {
   if (n)
-    b->ops->unmap (b->h, iov, n);
+    b->ops->unmap (b->h, count, offset, iov, n);
 }
 
 int
