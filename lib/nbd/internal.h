@@ -56,8 +56,6 @@ struct req {
    * data is sent from, or received into, these instead of buf. */
   struct iovec iov[REQ_IOV];
   unsigned niov;
-  uint32_t map_len;             /* the range mapped */
-  uint64_t map_off;
   /* The queued piece: a header (at most 32 bytes) and up to 12 bytes of
    * chunk payload, then optional data. */
   unsigned char hdr[44];

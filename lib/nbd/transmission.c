@@ -82,12 +82,13 @@ transmission_flags (const struct backend *b, bool structured)
   return f;
 }
 
-/* Give a mapped piece's storage back to the backend. */
+/* Give a mapped piece's storage back to the backend.  The mapping is the
+ * current piece's (see struct req): this runs before pos or piece move on. */
 static void
 unmap_piece (struct req *r)
 {
   if (r->niov) {
-    backend_unmap (r->c->b, r->map_len, r->map_off, r->iov, r->niov);
+    backend_unmap (r->c->b, r->piece, r->offset + r->pos, r->iov, r->niov);
     r->niov = 0;
   }
 }
@@ -324,8 +325,6 @@ map_read_piece (struct req *r)
   if (n <= 0)
     return false;
   r->niov = n;
-  r->map_len = r->piece;
-  r->map_off = r->offset + r->pos;
   read_piece_done (&r->io, 0);
   return true;
 }
@@ -433,11 +432,8 @@ start_write_piece (struct req *r)
     /* Straight into the backend's storage when it allows. */
     int m = backend_map (c->b, BACKEND_OP_WRITE, r->piece,
                          r->offset + r->pos, r->iov, REQ_IOV);
-    if (m > 0) {
+    if (m > 0)
       r->niov = m;
-      r->map_len = r->piece;
-      r->map_off = r->offset + r->pos;
-    }
     else if (m < 0) {
       r->err = m;
       r->discard = true;

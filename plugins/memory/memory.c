@@ -268,9 +268,7 @@ memory_zero (void *h, uint32_t count, uint64_t offset, uint32_t flags)
       continue;
     if (len == CHUNK_SIZE && may_free && PINS (v) == 0) {
       __atomic_store_n (&d->dir[idx], 0, __ATOMIC_RELEASE);
-      pthread_spin_lock (&d->free_lock);
-      d->free[d->nr_free++] = e - 1;
-      pthread_spin_unlock (&d->free_lock);
+      d->free[d->nr_free++] = e - 1;  /* under the write lock */
     }
     else
       memset (chunk_ptr (d, e) + off, 0, len);
