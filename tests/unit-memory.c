@@ -1,9 +1,18 @@
 /* The memory backend's direct access (map/unmap), which the NBD server
- * uses to send reads from and receive writes into the backend's storage:
- * mapped ranges read and write the right bytes, holes and scattered ranges
- * are refused (the caller copies), a pinned chunk survives trim and zero
- * (it is cleared in place, never handed to another offset), and the
- * reservation is accounted exactly (ENOSPC when it is used up). */
+ * uses to send reads from and receive writes into the backend's storage,
+ * in both layouts.
+ *
+ * Thin (reserve below size): mapped ranges read and write the right bytes,
+ * holes and scattered ranges are refused (the caller copies), a pinned
+ * chunk survives trim and zero (it is cleared in place, never handed to
+ * another offset), and the reservation is accounted exactly (ENOSPC when it
+ * is used up).
+ *
+ * Flat (the default): a range maps to one iovec however many chunks it
+ * spans, holes are refused for reads and reported by extents, and the
+ * bytes a trimmed chunk still holds in storage never show again: not
+ * through a read, not around a later partial write, not through a write
+ * mapping before its payload lands. */
 #include <config.h>
 
 #include <errno.h>
@@ -28,6 +37,91 @@ disk (const char *size, const char *reserve)
     exit (1);
   }
   return h;
+}
+
+static bool
+is_hole (void *h, uint32_t count, uint64_t offset)
+{
+  struct backend_extent v[4];
+  struct backend_extents e = { .v = v, .max = 4, .start = offset,
+                               .end = offset + count };
+
+  CHECK (o->extents (h, count, offset, 0, &e) == 0 && e.n == 1);
+  return e.n == 1 && v[0].length == count &&
+    v[0].type == (BACKEND_EXTENT_HOLE | BACKEND_EXTENT_ZERO);
+}
+
+static bool
+all_zero (const unsigned char *p, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (p[i])
+      return false;
+  return true;
+}
+
+static void
+flat (void)
+{
+  struct iovec iov[2];
+  unsigned char buf[4 * K], pat[4 * K];
+  void *h = disk ("64K", "64K");         /* reserve = size: flat */
+
+  memset (pat, 0xa5, sizeof pat);
+  CHECK (is_hole (h, 16 * K, 0));
+  CHECK (o->map (h, BACKEND_OP_READ, K, 0, iov, 2) == 0);
+
+  /* Three chunks in one iovec, even with room for only one. */
+  CHECK (o->pwrite (h, pat, 3 * K, 4 * K, 0) == 0);
+  CHECK (!is_hole (h, 3 * K, 4 * K) && is_hole (h, 4 * K, 0));
+  CHECK (o->map (h, BACKEND_OP_READ, 2 * K + 10, 4 * K + 5, iov, 1) == 1);
+  CHECK (iov[0].iov_len == 2 * K + 10 &&
+         memcmp (iov[0].iov_base, pat, 2 * K + 10) == 0);
+  o->unmap (h, 2 * K + 10, 4 * K + 5, iov, 1);
+  /* A read over data and a hole is refused. */
+  CHECK (o->map (h, BACKEND_OP_READ, 2 * K, 6 * K, iov, 2) == 0);
+
+  /* Trim: a hole again, and its old bytes never come back. */
+  CHECK (o->trim (h, K, 4 * K, 0) == 0);
+  CHECK (is_hole (h, K, 4 * K) && !is_hole (h, 2 * K, 5 * K));
+  CHECK (o->pread (h, buf, K, 4 * K) == 0 && all_zero (buf, K));
+  CHECK (o->pwrite (h, pat, 100, 4 * K + 10, 0) == 0);
+  CHECK (o->pread (h, buf, K, 4 * K) == 0);
+  CHECK (all_zero (buf, 10) && memcmp (buf + 10, pat, 100) == 0 &&
+         all_zero (buf + 110, K - 110));
+
+  /* A write mapping into a trimmed chunk: zeros until the payload lands,
+   * then zeros around it. */
+  CHECK (o->trim (h, K, 5 * K, 0) == 0);
+  CHECK (o->map (h, BACKEND_OP_WRITE, 200, 5 * K + 300, iov, 2) == 1);
+  CHECK (o->pread (h, buf, K, 5 * K) == 0 && all_zero (buf, K));
+  memcpy (iov[0].iov_base, pat, 200);
+  o->unmap (h, 200, 5 * K + 300, iov, 1);
+  CHECK (o->pread (h, buf, K, 5 * K) == 0);
+  CHECK (all_zero (buf, 300) && memcmp (buf + 300, pat, 200) == 0 &&
+         all_zero (buf + 500, K - 500));
+
+  /* Zero without leave to trim clears in place: data, not a hole. */
+  CHECK (o->zero (h, K, 6 * K, 0) == 0);
+  CHECK (!is_hole (h, K, 6 * K));
+  CHECK (o->pread (h, buf, K, 6 * K) == 0 && all_zero (buf, K));
+  /* A partial zero with leave to trim also clears in place. */
+  CHECK (o->zero (h, 100, 5 * K + 350, BACKEND_FLAG_MAY_TRIM) == 0);
+  CHECK (o->pread (h, buf, K, 5 * K) == 0);
+  CHECK (memcmp (buf + 300, pat, 50) == 0 && all_zero (buf + 350, 100) &&
+         memcmp (buf + 450, pat, 50) == 0);
+
+  /* The last, partial chunk of an odd-sized disk. */
+  o->close (h);
+  h = disk ("10000", "10000");
+  CHECK (o->pwrite (h, pat, 10000, 0, 0) == 0);
+  CHECK (o->map (h, BACKEND_OP_READ, 10000, 0, iov, 1) == 1 &&
+         memcmp (iov[0].iov_base, pat, 10000) == 0);
+  CHECK (o->trim (h, K, K, 0) == 0);
+  CHECK (is_hole (h, K, K) && !is_hole (h, 1808, 2 * K));
+  CHECK (o->pread (h, buf, K, K) == 0 && all_zero (buf, K));
+  CHECK (o->pread (h, buf, 1808, 2 * K) == 0 && memcmp (buf, pat, 1808) == 0);
+  o->close (h);
 }
 
 int
@@ -105,5 +199,6 @@ main (void)
   }
 
   o->close (h);
+  flat ();
   UNIT_EXIT ();
 }

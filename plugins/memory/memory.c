@@ -1,28 +1,40 @@
 /* memory: a sparse RAM disk whose storage is reserved at start.
  *
- * The disk is a directory of 4 KiB chunks; an entry's low 32 bits are 0 for
- * a hole (reads as zeros) or 1 + the index of a chunk in the reservation,
- * its high 32 bits the chunk's pins (below).  All chunk
- * storage is one anonymous mapping made and prefaulted when the backend is
- * opened (reserve=SIZE, by default the whole disk), so the I/O path never
- * asks the kernel for memory: a write takes a chunk from a free stack, and
- * trim/zero give whole chunks back to it.  When the reservation is used up a
- * write fails with ENOSPC, like a thin-provisioned disk that is full.
+ * All chunk storage is one anonymous mapping made and prefaulted when the
+ * backend is opened (reserve=SIZE, by default the whole disk), so the I/O
+ * path never asks the kernel for memory.  Storage is handed out in 4 KiB
+ * chunks, in one of two layouts:
  *
- * Concurrency: the backend runs inline on every loop thread.  Reads and
- * in-place writes share a read lock (overlapping requests race only on
- * data, as on real disks); filling a hole publishes a fresh chunk with a
- * compare-and-swap; trim and zero, which free chunks, take the write lock so
- * a chunk is never reused while someone still copies from it.
+ * Flat (the default: the reservation covers the disk).  Chunk i of the disk
+ * lives at store + i * 4 KiB, always; a bitmap says which chunks hold data
+ * (a clear bit is a hole, read as zeros whatever its storage holds).  Trim
+ * and zero clear bits; a write into a hole first zeroes the rest of the
+ * chunk, then sets its bit, under the fill lock, so two writes filling one
+ * hole cannot zero each other's bytes.  Storage never changes offset, so
+ * nothing is pinned and nothing is locked on the read and write paths:
+ * mapping a random 4 KiB block costs one bit in a bitmap of 32 KiB per GiB
+ * (which stays in cache), not a directory entry of 2 MiB per GiB (which
+ * misses it).  Requests that race (a trim against a write to the same
+ * chunk) leave the bytes of either, possibly torn, as on a real disk.
+ *
+ * Thin (reserve=SIZE below the disk size).  A directory of 4 KiB chunks; an
+ * entry's low 32 bits are 0 for a hole or 1 + the index of a chunk in the
+ * reservation, its high 32 bits the chunk's pins (below).  A write takes a
+ * chunk from a free stack, trim/zero give whole chunks back to it.  When
+ * the reservation is used up a write fails with ENOSPC, like a
+ * thin-provisioned disk that is full.  Reads and in-place writes share a
+ * read lock (overlapping requests race only on data, as on real disks);
+ * filling a hole publishes a fresh chunk with a compare-and-swap; trim and
+ * zero, which free chunks, take the write lock so a chunk is never reused
+ * while someone still copies from it.
  *
  * Direct access (map): the NBD server sends reads straight from the chunks
- * and receives writes straight into them, one copy instead of two.  A
- * mapped chunk is pinned (a count in its directory entry) until unmapped;
- * trim and zero clear a pinned chunk in place instead of freeing it, so it
- * can never be handed to another offset while a socket still reads or
- * fills it.  The count shares the entry's word, and so its cache line: a
- * random 4 KiB map then misses the cache once, not twice (entry, then a
- * separate pin array), and unmap finds the entry by the range it was given.
+ * and receives writes straight into them, one copy instead of two.  In the
+ * thin layout a mapped chunk is pinned (a count in its directory entry)
+ * until unmapped; trim and zero clear a pinned chunk in place instead of
+ * freeing it, so it can never be handed to another offset while a socket
+ * still reads or fills it.  The count shares the entry's word, and so its
+ * cache line, and unmap finds the entry by the range it was given.
  */
 #include <config.h>
 
@@ -53,8 +65,10 @@ struct memory_disk {
   uint32_t nr_store;
   uint32_t *free;               /* free stack of store indexes */
   uint32_t nr_free;
-  pthread_spinlock_t free_lock;
-  pthread_rwlock_t lock;
+  pthread_spinlock_t free_lock;   /* thin: the free stack; flat: fills */
+  pthread_rwlock_t lock;          /* thin only */
+  bool flat;                      /* chunk i at store + i * CHUNK_SIZE */
+  uint64_t *bits;                 /* flat: 1 = the chunk holds data */
 };
 
 static int
@@ -84,6 +98,12 @@ parse_sizes (const struct backend_param *p, size_t n, uint64_t *size,
   return 0;
 }
 
+static size_t
+bits_len (const struct memory_disk *d)
+{
+  return (d->nr_chunks / 64 + 1) * sizeof (uint64_t);
+}
+
 static void *
 memory_config (const struct backend_param *p, size_t n, bool readonly)
 {
@@ -100,6 +120,7 @@ memory_config (const struct backend_param *p, size_t n, bool readonly)
   d->size = size;
   d->nr_chunks = (size + CHUNK_SIZE - 1) >> CHUNK_SHIFT;
   d->nr_store = (reserve + CHUNK_SIZE - 1) >> CHUNK_SHIFT;
+  d->flat = d->nr_store >= d->nr_chunks;
   pthread_spin_init (&d->free_lock, PTHREAD_PROCESS_PRIVATE);
   pthread_rwlock_init (&d->lock, NULL);
   return d;
@@ -110,6 +131,18 @@ memory_open (void *h)
 {
   struct memory_disk *d = h;
 
+  if (d->flat) {
+    d->bits = resident_map (bits_len (d));
+    d->store = resident_map (d->nr_store ? (size_t) d->nr_store * CHUNK_SIZE : 1);
+    if (!d->bits || !d->store) {
+      log_error ("memory: cannot reserve %" PRIu64 " bytes: %m "
+                 "(reserve=SIZE reserves less)",
+                 (uint64_t) d->nr_store * CHUNK_SIZE);
+      return -1;
+    }
+    log_info ("memory: %" PRIu64 " bytes, all reserved at start", d->size);
+    return 0;
+  }
   d->dir = resident_map ((d->nr_chunks ? d->nr_chunks : 1) * sizeof *d->dir);
   d->free = resident_map ((d->nr_store ? d->nr_store : 1) * sizeof *d->free);
   d->store = resident_map (d->nr_store ? (size_t) d->nr_store * CHUNK_SIZE : 1);
@@ -122,7 +155,8 @@ memory_open (void *h)
   for (uint32_t i = 0; i < d->nr_store; i++)
     d->free[i] = d->nr_store - 1 - i;
   d->nr_free = d->nr_store;
-  log_info ("memory: %" PRIu64 " bytes, %" PRIu64 " reserved at start",
+  log_info ("memory: %" PRIu64 " bytes, %" PRIu64 " reserved at start "
+            "(thin-provisioned)",
             d->size, (uint64_t) d->nr_store * CHUNK_SIZE);
   return 0;
 }
@@ -132,6 +166,8 @@ memory_close (void *h)
 {
   struct memory_disk *d = h;
 
+  if (d->bits)
+    munmap (d->bits, bits_len (d));
   if (d->dir)
     munmap (d->dir, (d->nr_chunks ? d->nr_chunks : 1) * sizeof *d->dir);
   if (d->free)
@@ -168,6 +204,124 @@ chunk_ptr (struct memory_disk *d, uint32_t entry)
                                ? CHUNK_SIZE - (off) : _end - _pos, 1);    \
        _pos += (len))
 
+/* The flat layout. */
+
+static inline bool
+flat_has_data (struct memory_disk *d, uint64_t idx)
+{
+  return __atomic_load_n (&d->bits[idx / 64], __ATOMIC_ACQUIRE) >> (idx % 64) & 1;
+}
+
+static inline unsigned char *
+flat_chunk (struct memory_disk *d, uint64_t idx)
+{
+  return d->store + idx * CHUNK_SIZE;
+}
+
+/* Make hole IDX hold data: zero its chunk but for [off, off+len), copy SRC
+ * there (if given, else zero that too), then set its bit.  Under the fill
+ * lock: a second write into the same hole waits, then finds data and
+ * writes in place, so neither zeroes the other's bytes.  The stale storage
+ * of a trimmed chunk never shows: it is all overwritten before the bit is
+ * set. */
+static void
+flat_fill (struct memory_disk *d, uint64_t idx, uint32_t off, uint32_t len,
+           const unsigned char *src)
+{
+  unsigned char *c = flat_chunk (d, idx);
+
+  pthread_spin_lock (&d->free_lock);
+  if (!flat_has_data (d, idx)) {
+    memset (c, 0, off);
+    if (src)
+      memcpy (c + off, src, len);
+    else
+      memset (c + off, 0, len);
+    memset (c + off + len, 0, CHUNK_SIZE - off - len);
+    __atomic_fetch_or (&d->bits[idx / 64], UINT64_C (1) << (idx % 64),
+                       __ATOMIC_RELEASE);
+    src = NULL;
+  }
+  pthread_spin_unlock (&d->free_lock);
+  if (src)
+    memcpy (c + off, src, len);
+}
+
+static void
+flat_pread (struct memory_disk *d, unsigned char *out, uint32_t count,
+            uint64_t offset)
+{
+  uint64_t idx;
+  uint32_t off, len;
+
+  FOR_EACH_PIECE (offset, count, idx, off, len) {
+    if (flat_has_data (d, idx))
+      memcpy (out, flat_chunk (d, idx) + off, len);
+    else
+      memset (out, 0, len);
+    out += len;
+  }
+}
+
+static void
+flat_pwrite (struct memory_disk *d, const unsigned char *in, uint32_t count,
+             uint64_t offset)
+{
+  uint64_t idx;
+  uint32_t off, len;
+
+  FOR_EACH_PIECE (offset, count, idx, off, len) {
+    if (flat_has_data (d, idx))
+      memcpy (flat_chunk (d, idx) + off, in, len);
+    else
+      flat_fill (d, idx, off, len, in);
+    in += len;
+  }
+}
+
+/* Whole chunks become holes (when allowed): only their bits change.
+ * Partial chunks are cleared in place. */
+static void
+flat_zero (struct memory_disk *d, uint32_t count, uint64_t offset,
+           bool may_free)
+{
+  uint64_t idx;
+  uint32_t off, len;
+
+  FOR_EACH_PIECE (offset, count, idx, off, len) {
+    if (!flat_has_data (d, idx))
+      continue;
+    if (len == CHUNK_SIZE && may_free)
+      __atomic_fetch_and (&d->bits[idx / 64], ~(UINT64_C (1) << (idx % 64)),
+                          __ATOMIC_RELEASE);
+    else
+      memset (flat_chunk (d, idx) + off, 0, len);
+  }
+}
+
+/* Contiguous on the disk is contiguous in storage: always one iovec.  A
+ * read with a hole in it is refused (the caller sends the hole); a write
+ * fills its holes, all zeros until the payload lands. */
+static int
+flat_map (struct memory_disk *d, enum backend_op op, uint32_t count,
+          uint64_t offset, struct iovec *iov)
+{
+  uint64_t idx;
+  uint32_t off, len;
+
+  FOR_EACH_PIECE (offset, count, idx, off, len) {
+    if (flat_has_data (d, idx))
+      continue;
+    if (op == BACKEND_OP_READ)
+      return 0;
+    flat_fill (d, idx, 0, CHUNK_SIZE, NULL);
+  }
+  iov[0] = (struct iovec) { d->store + offset, count };
+  return 1;
+}
+
+/* The thin layout. */
+
 static int
 memory_pread (void *h, void *buf, uint32_t count, uint64_t offset)
 {
@@ -176,6 +330,10 @@ memory_pread (void *h, void *buf, uint32_t count, uint64_t offset)
   uint64_t idx;
   uint32_t off, len;
 
+  if (d->flat) {
+    flat_pread (d, out, count, offset);
+    return 0;
+  }
   pthread_rwlock_rdlock (&d->lock);
   FOR_EACH_PIECE (offset, count, idx, off, len) {
     uint32_t e = ENTRY (__atomic_load_n (&d->dir[idx], __ATOMIC_ACQUIRE));
@@ -234,6 +392,10 @@ memory_pwrite (void *h, const void *buf, uint32_t count, uint64_t offset,
   uint32_t off, len;
   int r = 0;
 
+  if (d->flat) {
+    flat_pwrite (d, in, count, offset);
+    return 0;
+  }
   pthread_rwlock_rdlock (&d->lock);
   FOR_EACH_PIECE (offset, count, idx, off, len) {
     uint32_t e = ENTRY (__atomic_load_n (&d->dir[idx], __ATOMIC_ACQUIRE));
@@ -259,6 +421,10 @@ memory_zero (void *h, uint32_t count, uint64_t offset, uint32_t flags)
   uint64_t idx;
   uint32_t off, len;
 
+  if (d->flat) {
+    flat_zero (d, count, offset, may_free);
+    return 0;
+  }
   pthread_rwlock_wrlock (&d->lock);
   FOR_EACH_PIECE (offset, count, idx, off, len) {
     /* Maps wait for the write lock; an unmap may still drop a pin. */
@@ -299,7 +465,10 @@ static void
 memory_unmap (void *h, uint32_t count, uint64_t offset,
               const struct iovec *iov, unsigned n)
 {
-  unpin (h, count, offset);
+  struct memory_disk *d = h;
+
+  if (!d->flat)                 /* flat storage never moves: no pins */
+    unpin (d, count, offset);
 }
 
 static int
@@ -312,6 +481,8 @@ memory_map (void *h, enum backend_op op, uint32_t count, uint64_t offset,
   unsigned n = 0;
   int r = 0;
 
+  if (d->flat)
+    return flat_map (d, op, count, offset, iov);
   /* The read lock keeps trim and zero out while chunks are pinned (and so
    * a filled entry stays filled); once pinned, they stay ours after it is
    * dropped. */
@@ -353,15 +524,18 @@ memory_extents (void *h, uint32_t count, uint64_t offset, uint32_t flags,
   uint64_t idx;
   uint32_t off, len;
 
-  pthread_rwlock_rdlock (&d->lock);
+  if (!d->flat)
+    pthread_rwlock_rdlock (&d->lock);
   FOR_EACH_PIECE (offset, count, idx, off, len) {
-    uint32_t type = ENTRY (__atomic_load_n (&d->dir[idx], __ATOMIC_ACQUIRE))
-      ? 0 : BACKEND_EXTENT_HOLE | BACKEND_EXTENT_ZERO;
+    bool data = d->flat ? flat_has_data (d, idx)
+      : ENTRY (__atomic_load_n (&d->dir[idx], __ATOMIC_ACQUIRE)) != 0;
+    uint32_t type = data ? 0 : BACKEND_EXTENT_HOLE | BACKEND_EXTENT_ZERO;
     if (backend_extents_add (e, idx * CHUNK_SIZE + off, len, type) ||
         ((flags & BACKEND_FLAG_REQ_ONE) && e->n > 1))
       break;
   }
-  pthread_rwlock_unlock (&d->lock);
+  if (!d->flat)
+    pthread_rwlock_unlock (&d->lock);
   if ((flags & BACKEND_FLAG_REQ_ONE) && e->n > 1)
     e->n = 1;
   return 0;
@@ -372,7 +546,8 @@ const struct backend_ops memory_backend_ops = {
   .synopsis = "size=SIZE [reserve=SIZE]: a sparse RAM disk",
   .help = "           size=SIZE     device size (required), e.g. 1G, 64M+1234\n"
           "           reserve=SIZE  storage reserved and locked at start\n"
-          "                         (default: size); writes beyond it: ENOSPC\n",
+          "                         (default: size); below size the disk is\n"
+          "                         thin: writes beyond it fail with ENOSPC\n",
   .props = BACKEND_INLINE,
   .config = memory_config,
   .open = memory_open,
