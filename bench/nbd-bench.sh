@@ -14,6 +14,12 @@
 #   nbdkit-memory   nbdkit -f -U SOCK memory 1G
 #   nbdkit-file     nbdkit -f -U SOCK file FILE
 #   qemu-nbd        qemu-nbd -k SOCK -f raw -e 8 -t --cache=writeback --aio=threads FILE
+#   floor-memory    bench/floor-server SOCK SIZE: not a server anyone would
+#                   run, the least an NBD server can do per request (blocking
+#                   read of every request that has arrived, one writev of all
+#                   the replies straight from memory).  Its CPU per request is
+#                   the floor on this host and client; the others are read
+#                   against it.
 #
 # FILE is one 1 GiB file of random data on local disk, shared by the three
 # file servers (only one runs fio at a time).  All three go through the host page cache
@@ -50,7 +56,8 @@
 #   BENCH_SIZE=SIZE      device size, fio/nbdkit syntax (default 1G)
 #   BENCH_SERVERS="..."  subset of: ubdkit-memory ubdkit-memory-nopoll
 #                        ubdkit-file nbdkit-memory
-#                        nbdkit-file qemu-nbd (default: all, in that order)
+#                        nbdkit-file qemu-nbd floor-memory (default: all,
+#                        in that order)
 #   BENCH_WORKLOADS="..." subset of: rr4k-qd1 rr4k-qd32 rr4k-4x8 rw4k-qd32
 #                        sr1m-qd8 sw1m-qd8 (default: all)
 #   BENCH_TMPDIR=DIR     where the 1 GiB file and sockets go; must be local
@@ -74,7 +81,7 @@ top=$(cd "$here/.." && pwd)
 : "${UBDKIT:=$top/ubdkit}"
 : "${BENCH_RUNTIME:=10}"
 : "${BENCH_SIZE:=1G}"
-: "${BENCH_SERVERS:=ubdkit-memory ubdkit-memory-nopoll ubdkit-file nbdkit-memory nbdkit-file qemu-nbd}"
+: "${BENCH_SERVERS:=ubdkit-memory ubdkit-memory-nopoll ubdkit-file nbdkit-memory nbdkit-file qemu-nbd floor-memory}"
 : "${BENCH_WORKLOADS:=rr4k-qd1 rr4k-qd32 rr4k-4x8 rw4k-qd32 sr1m-qd8 sw1m-qd8}"
 : "${BENCH_TMPDIR:=/var/tmp}"
 : "${BENCH_KEEP:=0}"
@@ -178,6 +185,12 @@ start_server () {
       # qemu-nbd's defaults, spelled out so the results say what ran.
       cmd=(qemu-nbd -k "$sock" -f raw -e 8 -t --cache=writeback
            --aio=threads "$datafile") ;;
+    floor-memory)
+      if [ ! -x "$scratch/floor-server" ]; then
+        ${CC:-cc} -O2 -pthread -o "$scratch/floor-server" \
+          "$here/floor-server.c" || { log "cannot build floor-server"; return 1; }
+      fi
+      cmd=("$scratch/floor-server" "$sock" "$(numfmt --from=iec "$BENCH_SIZE")") ;;
     *) die "unknown server '$name'" ;;
   esac
   server_cmd="${cmd[*]}"
@@ -529,7 +542,7 @@ report () {
   echo
   echo "| server | workload | IOPS | MiB/s | p99 clat (µs) | srv CPU/req (µs) | srv CPU% | IOPS min-max |"
   echo "|---|---|--:|--:|--:|--:|--:|--:|"
-  awk -F'\t' -v wl="$BENCH_WORKLOADS" '
+  awk -F'\t' -v wl="$BENCH_WORKLOADS" -v srv=" $BENCH_SERVERS " '
     BEGIN { n = split("rr4k-qd1 rr4k-qd32 rr4k-4x8 rw4k-qd32 sr1m-qd8 sw1m-qd8", k, " ")
       split("4k rand read QD1|4k rand read QD32|4k rand read 4 conn x QD8|4k rand write QD32|1M seq read QD8|1M seq write QD8", d, "|")
       for (i = 1; i <= n; i++) desc[k[i]] = d[i] }
@@ -551,6 +564,7 @@ report () {
     $3 == "ok" { iops[$1, $2] = $4; mib[$1, $2] = $5; cpu[$1, $2] = $7 }
     function r(a, b) { return (a != "" && b != "" && a != "-" && b != "-" && b + 0 > 0) ? sprintf("%.2f", a / b) : "n/a" }
     function rows(a, b,   i, w) {
+      if (index(srv, " " a " ") == 0 || index(srv, " " b " ") == 0) return
       for (i = 1; i <= nw; i++) { w = ws[i]
         printf "| %s / %s | %s | %s | %s | %s |\n", a, b, desc[w],
           r(iops[a, w], iops[b, w]), r(mib[a, w], mib[b, w]), r(cpu[a, w], cpu[b, w]) } }
@@ -558,7 +572,9 @@ report () {
       rows("ubdkit-memory", "nbdkit-memory")
       rows("ubdkit-memory-nopoll", "nbdkit-memory")
       rows("ubdkit-file", "nbdkit-file")
-      rows("qemu-nbd", "nbdkit-file") }' "$table"
+      rows("qemu-nbd", "nbdkit-file")
+      rows("floor-memory", "nbdkit-memory")
+      rows("ubdkit-memory", "floor-memory") }' "$table"
   if [ ${#notes[@]} -gt 0 ]; then
     echo
     echo "## Notes from this run"
