@@ -542,7 +542,7 @@ report () {
   echo
   echo "| server | workload | IOPS | MiB/s | p99 clat (µs) | srv CPU/req (µs) | srv CPU% | IOPS min-max |"
   echo "|---|---|--:|--:|--:|--:|--:|--:|"
-  awk -F'\t' -v wl="$BENCH_WORKLOADS" -v srv=" $BENCH_SERVERS " '
+  awk -F'\t' -v wl="$BENCH_WORKLOADS" '
     BEGIN { n = split("rr4k-qd1 rr4k-qd32 rr4k-4x8 rw4k-qd32 sr1m-qd8 sw1m-qd8", k, " ")
       split("4k rand read QD1|4k rand read QD32|4k rand read 4 conn x QD8|4k rand write QD32|1M seq read QD8|1M seq write QD8", d, "|")
       for (i = 1; i <= n; i++) desc[k[i]] = d[i] }
@@ -557,7 +557,7 @@ report () {
   echo
   echo "| A / B | workload | IOPS | MiB/s | CPU/req |"
   echo "|---|---|--:|--:|--:|"
-  awk -F'\t' -v wl="$BENCH_WORKLOADS" '
+  awk -F'\t' -v wl="$BENCH_WORKLOADS" -v srv=" $BENCH_SERVERS " '
     BEGIN { split("4k rand read QD1|4k rand read QD32|4k rand read 4 conn x QD8|4k rand write QD32|1M seq read QD8|1M seq write QD8", d, "|")
       split("rr4k-qd1 rr4k-qd32 rr4k-4x8 rw4k-qd32 sr1m-qd8 sw1m-qd8", k, " ")
       for (i = 1; i <= 6; i++) desc[k[i]] = d[i] }
