@@ -40,7 +40,7 @@ conn_init (struct conn *c, struct nbd_loop *nl, int fd, const char *peer)
   c->in_use = true;
   snprintf (c->peer, sizeof c->peer, "%s", peer);
   c->rstart = c->rend = 0;
-  c->recv_busy = c->waiting_slot = false;
+  c->recv_busy = c->recv_after_send = c->waiting_slot = false;
   c->rx_req = NULL;
   c->recv_ev.fn = recv_done;
   c->input_work = (struct loop_work) { .fn = input_work };
@@ -94,6 +94,14 @@ recv_more (struct conn *c)
     memmove (c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
     c->rend -= c->rstart;
     c->rstart = 0;
+  }
+  /* Replies about to go out: send them first.  The client answers them
+   * with new requests while we copy the replies out, so the recv that
+   * follows finds those waiting instead of arming a poll and waking us for
+   * each (at 4k QD32 reads: 0.22 poll arms per request, down to 0.04). */
+  if (c->send_work.queued) {
+    c->recv_after_send = true;
+    return;
   }
   if (c->rend == CONN_RBUF) {
     /* Parsers consume or discard anything larger; this cannot happen. */
@@ -413,17 +421,30 @@ conn_queue_reply (struct conn *c, struct req *r)
   loop_defer (&c->nl->loop, &c->send_work);
 }
 
+static void send_replies (struct conn *c);
+
 static void
 send_work (struct loop_work *w)
 {
   struct conn *c = container_of (w, struct conn, send_work);
-  struct io_uring_sqe *sqe;
-  int n = 0;
+  bool recv = c->recv_after_send;
 
+  c->recv_after_send = false;
   if (c->dead) {
     conn_maybe_close (c);
     return;
   }
+  send_replies (c);
+  if (recv)
+    recv_more (c);
+}
+
+static void
+send_replies (struct conn *c)
+{
+  struct io_uring_sqe *sqe;
+  int n = 0;
+
   if (c->send_busy || !c->sq_head)
     return;
   if (c->stream_owner && c->sq_head != c->stream_owner)

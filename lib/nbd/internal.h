@@ -80,6 +80,7 @@ struct conn {
   unsigned char rbuf[CONN_RBUF];
   uint32_t rstart, rend;
   bool recv_busy;
+  bool recv_after_send;         /* recv_more waits for send_work */
   struct loop_event recv_ev;
   struct req *rx_req;           /* a write whose payload is arriving */
   struct iovec riov[REQ_IOV];   /* rest of a mapped payload to receive */
