@@ -320,7 +320,8 @@ flat_map (struct memory_disk *d, enum backend_op op, uint32_t count,
   return 1;
 }
 
-/* The thin layout. */
+/* The backend operations: the flat layout dispatches above, the thin one
+ * is done here. */
 
 static int
 memory_pread (void *h, void *buf, uint32_t count, uint64_t offset)
