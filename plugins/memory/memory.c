@@ -247,38 +247,6 @@ flat_fill (struct memory_disk *d, uint64_t idx, uint32_t off, uint32_t len,
     memcpy (c + off, src, len);
 }
 
-static void
-flat_pread (struct memory_disk *d, unsigned char *out, uint32_t count,
-            uint64_t offset)
-{
-  uint64_t idx;
-  uint32_t off, len;
-
-  FOR_EACH_PIECE (offset, count, idx, off, len) {
-    if (flat_has_data (d, idx))
-      memcpy (out, flat_chunk (d, idx) + off, len);
-    else
-      memset (out, 0, len);
-    out += len;
-  }
-}
-
-static void
-flat_pwrite (struct memory_disk *d, const unsigned char *in, uint32_t count,
-             uint64_t offset)
-{
-  uint64_t idx;
-  uint32_t off, len;
-
-  FOR_EACH_PIECE (offset, count, idx, off, len) {
-    if (flat_has_data (d, idx))
-      memcpy (flat_chunk (d, idx) + off, in, len);
-    else
-      flat_fill (d, idx, off, len, in);
-    in += len;
-  }
-}
-
 /* Whole chunks become holes (when allowed): only their bits change.
  * Partial chunks are cleared in place. */
 static void
@@ -320,8 +288,39 @@ flat_map (struct memory_disk *d, enum backend_op op, uint32_t count,
   return 1;
 }
 
-/* The backend operations: the flat layout dispatches above, the thin one
- * is done here. */
+/* Both layouts. */
+
+/* The storage of chunk IDX, or NULL for a hole.  In the thin layout only
+ * under the read lock (see read_lock): a hole may be filled meanwhile, but
+ * a chunk is never freed under it. */
+static inline unsigned char *
+chunk_data (struct memory_disk *d, uint64_t idx)
+{
+  uint32_t e;
+
+  if (d->flat)
+    return flat_has_data (d, idx) ? flat_chunk (d, idx) : NULL;
+  e = ENTRY (__atomic_load_n (&d->dir[idx], __ATOMIC_ACQUIRE));
+  return e ? chunk_ptr (d, e) : NULL;
+}
+
+/* The thin layout's read lock; the flat layout needs none. */
+static void
+read_lock (struct memory_disk *d)
+{
+  if (!d->flat)
+    pthread_rwlock_rdlock (&d->lock);
+}
+
+static void
+read_unlock (struct memory_disk *d)
+{
+  if (!d->flat)
+    pthread_rwlock_unlock (&d->lock);
+}
+
+/* The backend operations: where the layouts differ, the flat one
+ * dispatches to its functions above and the thin one is done here. */
 
 static int
 memory_pread (void *h, void *buf, uint32_t count, uint64_t offset)
@@ -331,20 +330,16 @@ memory_pread (void *h, void *buf, uint32_t count, uint64_t offset)
   uint64_t idx;
   uint32_t off, len;
 
-  if (d->flat) {
-    flat_pread (d, out, count, offset);
-    return 0;
-  }
-  pthread_rwlock_rdlock (&d->lock);
+  read_lock (d);
   FOR_EACH_PIECE (offset, count, idx, off, len) {
-    uint32_t e = ENTRY (__atomic_load_n (&d->dir[idx], __ATOMIC_ACQUIRE));
-    if (e)
-      memcpy (out, chunk_ptr (d, e) + off, len);
+    unsigned char *c = chunk_data (d, idx);
+    if (c)
+      memcpy (out, c + off, len);
     else
       memset (out, 0, len);
     out += len;
   }
-  pthread_rwlock_unlock (&d->lock);
+  read_unlock (d);
   return 0;
 }
 
@@ -393,22 +388,20 @@ memory_pwrite (void *h, const void *buf, uint32_t count, uint64_t offset,
   uint32_t off, len;
   int r = 0;
 
-  if (d->flat) {
-    flat_pwrite (d, in, count, offset);
-    return 0;
-  }
-  pthread_rwlock_rdlock (&d->lock);
+  read_lock (d);
   FOR_EACH_PIECE (offset, count, idx, off, len) {
-    uint32_t e = ENTRY (__atomic_load_n (&d->dir[idx], __ATOMIC_ACQUIRE));
-    if (e)
-      memcpy (chunk_ptr (d, e) + off, in, len);
+    unsigned char *c = chunk_data (d, idx);
+    if (c)
+      memcpy (c + off, in, len);
+    else if (d->flat)
+      flat_fill (d, idx, off, len, in);
     else if (!fill_hole (d, idx, off, len, in)) {
       r = -ENOSPC;
       break;
     }
     in += len;
   }
-  pthread_rwlock_unlock (&d->lock);
+  read_unlock (d);
   return r;
 }
 
@@ -525,18 +518,15 @@ memory_extents (void *h, uint32_t count, uint64_t offset, uint32_t flags,
   uint64_t idx;
   uint32_t off, len;
 
-  if (!d->flat)
-    pthread_rwlock_rdlock (&d->lock);
+  read_lock (d);
   FOR_EACH_PIECE (offset, count, idx, off, len) {
-    bool data = d->flat ? flat_has_data (d, idx)
-      : ENTRY (__atomic_load_n (&d->dir[idx], __ATOMIC_ACQUIRE)) != 0;
-    uint32_t type = data ? 0 : BACKEND_EXTENT_HOLE | BACKEND_EXTENT_ZERO;
+    uint32_t type = chunk_data (d, idx)
+      ? 0 : BACKEND_EXTENT_HOLE | BACKEND_EXTENT_ZERO;
     if (backend_extents_add (e, idx * CHUNK_SIZE + off, len, type) ||
         ((flags & BACKEND_FLAG_REQ_ONE) && e->n > 1))
       break;
   }
-  if (!d->flat)
-    pthread_rwlock_unlock (&d->lock);
+  read_unlock (d);
   if ((flags & BACKEND_FLAG_REQ_ONE) && e->n > 1)
     e->n = 1;
   return 0;
