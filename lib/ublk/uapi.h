@@ -39,12 +39,41 @@
 #ifndef UBLK_U_CMD_DEL_DEV_ASYNC
 #define UBLK_U_CMD_DEL_DEV_ASYNC _IOR ('u', 0x14, struct ublksrv_ctrl_cmd)
 #endif
+#ifndef UBLK_U_CMD_UPDATE_SIZE
+#define UBLK_U_CMD_UPDATE_SIZE _IOWR ('u', 0x15, struct ublksrv_ctrl_cmd)
+#endif
+#ifndef UBLK_U_CMD_QUIESCE_DEV
+#define UBLK_U_CMD_QUIESCE_DEV _IOWR ('u', 0x16, struct ublksrv_ctrl_cmd)
+#endif
+#ifndef UBLK_U_CMD_TRY_STOP_DEV
+#define UBLK_U_CMD_TRY_STOP_DEV _IOWR ('u', 0x17, struct ublksrv_ctrl_cmd)
+#endif
 #ifndef UBLK_U_IO_FETCH_REQ
 #define UBLK_U_IO_FETCH_REQ \
   _IOWR ('u', UBLK_IO_FETCH_REQ, struct ublksrv_io_cmd)
 #define UBLK_U_IO_COMMIT_AND_FETCH_REQ \
   _IOWR ('u', UBLK_IO_COMMIT_AND_FETCH_REQ, struct ublksrv_io_cmd)
 #endif
+
+#ifndef UBLK_U_IO_REGISTER_IO_BUF
+#define UBLK_U_IO_REGISTER_IO_BUF \
+  _IOWR ('u', 0x23, struct ublksrv_io_cmd)
+#define UBLK_U_IO_UNREGISTER_IO_BUF \
+  _IOWR ('u', 0x24, struct ublksrv_io_cmd)
+#endif
+
+/* UBLK_F_AUTO_BUF_REG: what FETCH and COMMIT_AND_FETCH carry in sqe->addr
+ * instead of a buffer address: bits 0-15 the index in the ring's sparse
+ * buffer table where the kernel registers the request's pages, bits
+ * 16-23 flags. */
+#ifndef UBLK_AUTO_BUF_REG_FALLBACK
+#define UBLK_AUTO_BUF_REG_FALLBACK (1 << 0)
+#endif
+#ifndef UBLK_IO_F_NEED_REG_BUF
+#define UBLK_IO_F_NEED_REG_BUF (1U << 17)
+#endif
+#define UBDKIT_AUTO_BUF_REG_ADDR(index, flags) \
+  ((uint64_t) (uint16_t) (index) | (uint64_t) (uint8_t) (flags) << 16)
 
 #ifndef UBLK_F_UNPRIVILEGED_DEV
 #define UBLK_F_UNPRIVILEGED_DEV (1ULL << 5)
@@ -72,6 +101,27 @@
 #endif
 #ifndef UBLK_F_PER_IO_DAEMON
 #define UBLK_F_PER_IO_DAEMON (1ULL << 13)
+#endif
+#ifndef UBLK_F_BUF_REG_OFF_DAEMON
+#define UBLK_F_BUF_REG_OFF_DAEMON (1ULL << 14)
+#endif
+#ifndef UBLK_F_BATCH_IO
+#define UBLK_F_BATCH_IO (1ULL << 15)
+#endif
+#ifndef UBLK_F_INTEGRITY
+#define UBLK_F_INTEGRITY (1ULL << 16)
+#endif
+#ifndef UBLK_F_SAFE_STOP_DEV
+#define UBLK_F_SAFE_STOP_DEV (1ULL << 17)
+#endif
+#ifndef UBLK_F_NO_AUTO_PART_SCAN
+#define UBLK_F_NO_AUTO_PART_SCAN (1ULL << 18)
+#endif
+#ifndef UBLK_F_SHMEM_ZC
+#define UBLK_F_SHMEM_ZC (1ULL << 19)
+#endif
+#ifndef UBLK_F_IO_DESC_SIZE
+#define UBLK_F_IO_DESC_SIZE (1ULL << 20)
 #endif
 #ifndef UBLK_S_DEV_FAIL_IO
 #define UBLK_S_DEV_FAIL_IO 3

@@ -168,6 +168,8 @@ ubctl_feature_names (uint64_t features, char *buf, size_t len)
     "USER_RECOVERY_REISSUE", "UNPRIVILEGED_DEV", "CMD_IOCTL_ENCODE",
     "USER_COPY", "ZONED", "USER_RECOVERY_FAIL_IO", "UPDATE_SIZE",
     "AUTO_BUF_REG", "QUIESCE", "PER_IO_DAEMON", "BUF_REG_OFF_DAEMON",
+    "BATCH_IO", "INTEGRITY", "SAFE_STOP_DEV", "NO_AUTO_PART_SCAN",
+    "SHMEM_ZC", "IO_DESC_SIZE",
   };
   size_t o = 0;
 
