@@ -214,7 +214,7 @@ print_device (struct ubctl *ctl, uint32_t id, bool json, bool first)
 {
   struct ublksrv_ctrl_dev_info info;
   struct ublk_params p;
-  char backend[1024], flags[256];
+  char backend[1024], flags[512];
   uint64_t size = 0;
 
   if (ubctl_get_info (ctl, id, &info) < 0)

@@ -298,7 +298,7 @@ static int
 add_device (struct ubdev *d, const struct ubdev_options *o)
 {
   uint64_t want = UBLK_F_CMD_IOCTL_ENCODE;
-  char names[256];
+  char names[512];
   int r;
 
   if (o->recovery)
