@@ -55,6 +55,11 @@ add_usage (void)
 "      --no-recovery      create without ublk user recovery\n"
 "      --poll USEC        queue threads poll for up to USEC before sleeping,\n"
 "                         adapting to the load (default 0: never)\n"
+"      --zero-copy, --no-zero-copy\n"
+"                         require, or never use, zero copy: the file backend\n"
+"                         reads and writes the request's own pages\n"
+"                         (UBLK_F_AUTO_BUF_REG, kernel 6.16 and later); by\n"
+"                         default used where kernel and backend offer it\n"
 "      --watchdog SECS    restart a server that completes no request for\n"
 "                         SECS while requests wait (default: off)\n"
 "      --io-flusher on|off|require, --no-mlock, --oom-score-adj N|off\n"
@@ -75,7 +80,7 @@ static int
 add_parse (int argc, char **argv, struct add_config *cfg)
 {
   enum { O_MAX_IO = 256, O_FG, O_NO_RECOVERY, O_IOF, O_NO_MLOCK, O_OOM,
-         O_WATCHDOG, O_POLL };
+         O_WATCHDOG, O_POLL, O_ZC, O_NO_ZC };
   static const struct option opts[] = {
     { "id", required_argument, NULL, 'n' },
     { "queues", required_argument, NULL, 'q' },
@@ -86,6 +91,8 @@ add_parse (int argc, char **argv, struct add_config *cfg)
     { "no-recovery", no_argument, NULL, O_NO_RECOVERY },
     { "watchdog", required_argument, NULL, O_WATCHDOG },
     { "poll", required_argument, NULL, O_POLL },
+    { "zero-copy", no_argument, NULL, O_ZC },
+    { "no-zero-copy", no_argument, NULL, O_NO_ZC },
     { "io-flusher", required_argument, NULL, O_IOF },
     { "no-mlock", no_argument, NULL, O_NO_MLOCK },
     { "oom-score-adj", required_argument, NULL, O_OOM },
@@ -141,6 +148,8 @@ add_parse (int argc, char **argv, struct add_config *cfg)
         return bad ("--poll (microseconds, 0 to 10000)", optarg);
       cfg->dev.poll_us = v;
       break;
+    case O_ZC: cfg->dev.zero_copy = UBDEV_ZC_ON; break;
+    case O_NO_ZC: cfg->dev.zero_copy = UBDEV_ZC_OFF; break;
     case O_IOF:
       if (progress_parse_io_flusher (optarg, &cfg->progress.io_flusher) == -1)
         return bad ("--io-flusher (on, off or require)", optarg);

@@ -67,6 +67,10 @@ enum backend_op {
 
 /* Execution properties. */
 #define BACKEND_INLINE (1u << 0) /* never blocks: call on the loop thread */
+/* submit can read and write a buffer registered in the caller's ring
+ * (backend_io.fixed_buf) without ever touching its bytes: ublk zero copy,
+ * where the buffer is the kernel request's own pages. */
+#define BACKEND_FIXED_BUF (1u << 1)
 
 /* Extents: filled by the extents callback into caller-owned storage
  * (preallocated with the request, never grown). */
@@ -105,6 +109,11 @@ struct backend_io {
   uint64_t offset;
   uint32_t count;
   void *buf;
+  /* READ/WRITE with buf NULL: the data is buffer buf_index of the ring's
+   * registered buffer table, from its offset 0 (only for backends with
+   * BACKEND_FIXED_BUF, whose submit must then take the request). */
+  bool fixed_buf;
+  uint16_t buf_index;
   uint32_t done_bytes;                /* backend scratch: partial progress */
   void (*done) (struct backend_io *io, int res);
   struct backend_extents *ext;        /* EXTENTS: where to put them */

@@ -295,8 +295,11 @@ loop_thread (void *arg)
   }
   l->work_tail = &l->work_head;
   arm_wakeup (l);
-  if (l->on_start)
-    l->on_start (l);
+  if (l->on_start && l->on_start (l) == -1) {
+    io_uring_queue_exit (&l->ring);
+    report_start (l, -1);
+    return NULL;
+  }
   report_start (l, 1);
 
   while (!l->done) {

@@ -49,7 +49,9 @@ struct loop {
   bool done;                    /* set by the frontend: leave loop_run */
   bool io_flusher;              /* PR_GET_IO_FLUSHER as seen by the thread */
   /* Frontend hooks, called on the loop thread. */
-  void (*on_start) (struct loop *l);
+  /* Before the first submit; returning -1 (after logging) makes
+   * loop_start fail. */
+  int (*on_start) (struct loop *l);
   void (*on_wake) (struct loop *l);
   void *data;
   /* Start-up handshake with loop_start. */

@@ -121,10 +121,11 @@ arm_tick (struct nbd_loop *nl)
   io_uring_prep_timeout (sqe, &nl->tick, 0, 0);
 }
 
-static void
+static int
 on_start (struct loop *l)
 {
   arm_tick (l->data);
+  return 0;
 }
 
 static int

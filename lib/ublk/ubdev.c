@@ -1,6 +1,21 @@
 /* See ubdev.h.  Per-tag state lives in one request pool per queue: slot i
- * is tag i, and its buffer is the one given to the kernel with FETCH, so
- * the kernel copies write data in and read data out of it. */
+ * is tag i.  Two data paths:
+ *
+ * - copy: the slot's buffer is the one given to the kernel with FETCH, so
+ *   the kernel copies write data in and read data out of it;
+ * - zero copy (UBLK_F_AUTO_BUF_REG, 6.16 and later, for backends with
+ *   BACKEND_FIXED_BUF): each queue's ring has a sparse buffer table of one
+ *   entry per tag, and FETCH / COMMIT_AND_FETCH carry, in sqe->addr, the
+ *   index where the kernel registers the next request's own pages before
+ *   handing it to us (and unregisters them when it is committed).  The
+ *   backend reads and writes them with fixed-buffer io_uring operations on
+ *   the same ring: no copy between the bio and a server buffer, and no
+ *   per-tag data buffer at all.  If that registration fails (the kernel
+ *   could not allocate), the kernel says so (UBLK_IO_F_NEED_REG_BUF, as we
+ *   ask with UBLK_AUTO_BUF_REG_FALLBACK) and we register the buffer
+ *   ourselves (UBLK_U_IO_REGISTER_IO_BUF, which needs the device created
+ *   with UBLK_F_SUPPORT_ZERO_COPY as well), and unregister it before the
+ *   commit. */
 #include <config.h>
 
 #include <errno.h>
@@ -23,6 +38,8 @@ struct ubq;
 
 struct ubq_tag {
   struct loop_event ev;         /* FETCH / COMMIT_AND_FETCH completion */
+  struct loop_event reg_ev;     /* zero copy: our own (un)registration */
+  bool registered;              /* ... of which the unregistration is due */
   struct backend_io io;
   struct ubq *q;
   uint16_t tag;
@@ -39,6 +56,7 @@ struct ubq {
   struct ublksrv_io_desc *descs;
   size_t descs_len;
   unsigned ended;
+  bool said_fallback;           /* zero copy: logged our first registration */
 };
 
 struct ubdev {
@@ -50,11 +68,24 @@ struct ubdev {
   unsigned nr_queues;
   struct ubq *queues;
   bool started;                 /* START_DEV succeeded */
+  bool zc;                      /* zero copy: UBLK_F_AUTO_BUF_REG */
+  uint16_t zc_index_offset;     /* tests only: see zc_test_fallback */
   unsigned poll_us;
   struct ubdev_health *health;
 };
 
 static struct ubdev_health no_health;
+
+/* Tests: UBDKIT_TEST_ZC_FALLBACK=1 makes the kernel's automatic
+ * registration fail for every request (its index lies past the table), so
+ * the fallback to our own registration is exercised. */
+static bool
+zc_test_fallback (void)
+{
+  const char *v = getenv ("UBDKIT_TEST_ZC_FALLBACK");
+
+  return v && strcmp (v, "1") == 0;
+}
 
 static unsigned
 io_cmd_op (const struct ubdev *d, bool first)
@@ -81,7 +112,56 @@ tag_command (struct ubq_tag *t, bool first, int result)
   cmd->q_id = q->id;
   cmd->tag = t->tag;
   cmd->result = result;
-  cmd->addr = (uintptr_t) t->buf;
+  if (q->dev->zc)
+    sqe->addr = UBDKIT_AUTO_BUF_REG_ADDR (t->tag + q->dev->zc_index_offset,
+                                          UBLK_AUTO_BUF_REG_FALLBACK);
+  else
+    cmd->addr = (uintptr_t) t->buf;
+}
+
+/* Zero copy fallback: register (or unregister) tag T's request buffer at
+ * index T of the queue's table ourselves; completion goes to FN. */
+static void
+tag_register (struct ubq_tag *t, bool reg,
+              void (*fn) (struct loop_event *, int, uint32_t))
+{
+  struct ubq *q = t->q;
+  struct io_uring_sqe *sqe = loop_sqe (&q->loop, &t->reg_ev);
+  struct ublksrv_io_cmd *cmd;
+
+  memset (sqe, 0, sizeof *sqe);
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = q->dev->cdev;
+  sqe->cmd_op = reg ? UBLK_U_IO_REGISTER_IO_BUF : UBLK_U_IO_UNREGISTER_IO_BUF;
+  t->reg_ev.fn = fn;
+  io_uring_sqe_set_data (sqe, &t->reg_ev);
+  cmd = (struct ublksrv_io_cmd *) sqe->cmd;
+  cmd->q_id = q->id;
+  cmd->tag = t->tag;
+  cmd->addr = t->tag;
+}
+
+static void
+unregistered (struct loop_event *ev, int res, uint32_t cqe_flags)
+{
+  struct ubq_tag *t = container_of (ev, struct ubq_tag, reg_ev);
+
+  if (res < 0)
+    log_ratelimited ("ublk q%u tag %u: UNREGISTER_IO_BUF: %s", t->q->id,
+                     t->tag, strerror (-res));
+}
+
+/* Complete the request: unregister a buffer we registered, then commit
+ * (in this order on the ring, so the next request's automatic
+ * registration finds the index free). */
+static void
+tag_commit (struct ubq_tag *t, int result)
+{
+  if (t->registered) {
+    t->registered = false;
+    tag_register (t, false, unregistered);
+  }
+  tag_command (t, false, result);
 }
 
 static void
@@ -94,7 +174,7 @@ io_done (struct backend_io *io, int res)
     log_ratelimited ("ublk q%u tag %u: op %d at %" PRIu64 "+%u: %s",
                      t->q->id, t->tag, io->op, io->offset, io->count,
                      strerror (-res));
-  tag_command (t, false, res < 0 ? res : rw ? (int) io->count : 0);
+  tag_commit (t, res < 0 ? res : rw ? (int) io->count : 0);
   atomic_fetch_add_explicit (&t->q->dev->health->completed, 1,
                              memory_order_relaxed);
 }
@@ -109,6 +189,8 @@ tag_request (struct ubq_tag *t, const struct ublksrv_io_desc *iod)
   io->offset = iod->start_sector << 9;
   io->count = iod->nr_sectors << 9;
   io->buf = t->buf;
+  io->fixed_buf = t->q->dev->zc;
+  io->buf_index = t->tag;
   io->flags = 0;
   switch (iod->op_flags & 0xff) {
   case UBLK_IO_OP_READ: io->op = BACKEND_OP_READ; break;
@@ -136,16 +218,47 @@ tag_request (struct ubq_tag *t, const struct ublksrv_io_desc *iod)
 }
 
 static void
-tag_serve (struct ubq_tag *t)
+tag_start (struct ubq_tag *t)
 {
-  int r = tag_request (t, &t->q->descs[t->tag]);
-
-  if (r < 0) {
-    tag_command (t, false, r);
-    return;
-  }
   t->io.done = io_done;
   backend_start (t->q->dev->b, &t->q->loop, &t->io);
+}
+
+static void
+registered (struct loop_event *ev, int res, uint32_t cqe_flags)
+{
+  struct ubq_tag *t = container_of (ev, struct ubq_tag, reg_ev);
+
+  if (res < 0) {
+    log_ratelimited ("ublk q%u tag %u: REGISTER_IO_BUF: %s", t->q->id,
+                     t->tag, strerror (-res));
+    tag_commit (t, res);
+    return;
+  }
+  t->registered = true;
+  tag_start (t);
+}
+
+static void
+tag_serve (struct ubq_tag *t)
+{
+  const struct ublksrv_io_desc *iod = &t->q->descs[t->tag];
+  int r = tag_request (t, iod);
+
+  if (r < 0) {
+    tag_commit (t, r);
+    return;
+  }
+  if (t->q->dev->zc && (iod->op_flags & UBLK_IO_F_NEED_REG_BUF)) {
+    if (!t->q->said_fallback) {
+      t->q->said_fallback = true;
+      log_info ("ublk q%u: the kernel could not register a request's "
+                "buffer; registering it ourselves", t->q->id);
+    }
+    tag_register (t, true, registered);
+    return;
+  }
+  tag_start (t);
 }
 
 static void
@@ -188,13 +301,24 @@ queue_on_wake (struct loop *l)
     l->done = true;             /* abandoned before the device started */
 }
 
-static void
+static int
 queue_on_start (struct loop *l)
 {
   struct ubq *q = l->data;
+  int r;
 
+  /* The table the kernel registers request buffers into must exist on
+   * this ring before the first FETCH; with a single-issuer ring only this
+   * thread may create it. */
+  if (q->dev->zc &&
+      (r = io_uring_register_buffers_sparse (&l->ring, q->pool.nr_slots)) < 0) {
+    log_error ("ublk q%u: a buffer table of %zu entries: %s", q->id,
+               q->pool.nr_slots, strerror (-r));
+    return -1;
+  }
   for (size_t i = 0; i < q->pool.nr_slots; i++)
     tag_command (q->tags[i], true, -1);
+  return 0;
 }
 
 static int
@@ -217,8 +341,9 @@ queue_init (struct ubdev *d, struct ubq *q, uint16_t id)
     log_error ("ublk: mmap of queue %u descriptors: %m", id);
     return -1;
   }
+  /* Zero copy needs no data buffer: the smallest the pool takes. */
   if (request_pool_init (&q->pool, depth, sizeof (struct ubq_tag),
-                         d->info.max_io_buf_bytes) == -1)
+                         d->zc ? page : d->info.max_io_buf_bytes) == -1)
     return -1;
   q->tags = calloc (depth, sizeof *q->tags);
   if (!q->tags)
@@ -294,25 +419,67 @@ open_cdev (struct ubdev *d)
   return 0;
 }
 
+/* Zero copy where asked for and possible: the kernel must offer
+ * UBLK_F_AUTO_BUF_REG and the backend must do its I/O on registered
+ * buffers (the others need the bytes in their own memory).  Returns the
+ * flag to request, or -1 after logging when it is required but missing. */
+static int64_t
+zero_copy_flag (const struct ubdev *d, const struct ubdev_options *o)
+{
+  bool kernel = d->ctl->have_features &&
+                (d->ctl->features & UBLK_F_AUTO_BUF_REG);
+  bool backend = d->b->ops->props & BACKEND_FIXED_BUF;
+
+  if (o->zero_copy == UBDEV_ZC_OFF)
+    return 0;
+  /* SUPPORT_ZERO_COPY too: without it the kernel refuses the
+   * REGISTER_IO_BUF of our fallback. */
+  if (kernel && backend)
+    return UBLK_F_AUTO_BUF_REG |
+           (d->ctl->features & UBLK_F_SUPPORT_ZERO_COPY);
+  if (o->zero_copy == UBDEV_ZC_ON) {
+    log_error ("ublk: --zero-copy: %s", !kernel
+               ? "this kernel's ublk driver lacks UBLK_F_AUTO_BUF_REG (6.16 "
+                 "and later have it)"
+               : "this backend needs the data in its own memory; only the "
+                 "file backend reads and writes the request's pages");
+    return -1;
+  }
+  return 0;
+}
+
 static int
 add_device (struct ubdev *d, const struct ubdev_options *o)
 {
   uint64_t want = UBLK_F_CMD_IOCTL_ENCODE;
+  int64_t zc = zero_copy_flag (d, o);
   char names[512];
   int r;
 
+  if (zc == -1)
+    return -1;
   if (o->recovery)
     want |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
   if (d->ctl->have_features)
     want &= d->ctl->features;
   else
     want &= ~UBLK_F_CMD_IOCTL_ENCODE;
+  want |= zc;
   d->info = (struct ublksrv_ctrl_dev_info) {
     .nr_hw_queues = o->queues, .queue_depth = o->depth,
     .max_io_buf_bytes = o->max_io, .dev_id = (uint32_t) o->id,
     .ublksrv_pid = getpid (), .flags = want,
   };
   r = ubctl_add_dev (d->ctl, &d->info);
+  /* Zero copy needs CAP_SYS_ADMIN: without it, copy, unless required. */
+  if (r == -EPERM && zc && o->zero_copy == UBDEV_ZC_AUTO) {
+    log_warn ("ublk: ADD_DEV with zero copy: %s; copying instead",
+              strerror (-r));
+    want &= ~(uint64_t) zc;
+    d->info.flags = want;
+    d->info.dev_id = (uint32_t) o->id;
+    r = ubctl_add_dev (d->ctl, &d->info);
+  }
   if (r < 0) {
     log_error ("ublk: ADD_DEV: %s", strerror (-r));
     return -1;
@@ -325,6 +492,26 @@ add_device (struct ubdev *d, const struct ubdev_options *o)
   if ((want & ~d->info.flags) != 0)
     log_warn ("ublk: kernel dropped flags 0x%llx",
               (unsigned long long) (want & ~d->info.flags));
+  return 0;
+}
+
+/* The data path follows the device's flags (a recovering server finds
+ * them in the kernel). */
+static int
+choose_data_path (struct ubdev *d)
+{
+  d->zc = d->info.flags & UBLK_F_AUTO_BUF_REG;
+  if (d->zc && !(d->b->ops->props & BACKEND_FIXED_BUF)) {
+    log_error ("ublk: device %u does zero copy, which this backend cannot "
+               "serve", d->info.dev_id);
+    return -1;
+  }
+  if (d->zc && zc_test_fallback ())
+    d->zc_index_offset = d->info.queue_depth;
+  log_info ("ublk: device %u: %s", d->info.dev_id, d->zc
+            ? "zero copy: the backend reads and writes the request's own "
+              "pages (UBLK_F_AUTO_BUF_REG)"
+            : "requests are copied through a buffer per tag");
   return 0;
 }
 
@@ -351,6 +538,8 @@ ubdev_new (struct ubctl *ctl, const struct ubdev_options *o,
 static int
 start_queues (struct ubdev *d)
 {
+  if (choose_data_path (d) == -1)
+    return -1;
   d->done_fd = eventfd (0, EFD_CLOEXEC);
   if (d->done_fd == -1 || open_cdev (d) == -1)
     return -1;

@@ -23,12 +23,17 @@
 #include "ubdkit/backend.h"
 #include "ubctl.h"
 
+/* Zero copy (UBLK_F_AUTO_BUF_REG): off, where kernel and backend offer it,
+ * or required. */
+enum ubdev_zero_copy { UBDEV_ZC_AUTO, UBDEV_ZC_OFF, UBDEV_ZC_ON };
+
 struct ubdev_options {
   int32_t id;                   /* -1: the kernel picks */
   unsigned queues, depth;
   uint32_t max_io;              /* bytes per request (and per tag buffer) */
   bool recovery;                /* create with user recovery (+reissue) */
   unsigned poll_us;             /* queue threads' longest adaptive poll */
+  enum ubdev_zero_copy zero_copy;
 };
 
 struct ubdev;

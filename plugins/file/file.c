@@ -337,13 +337,26 @@ file_prep (struct file_disk *d, struct backend_io *io)
   }
   switch (io->op) {
   case BACKEND_OP_READ:
-    io_uring_prep_read (sqe, d->fd, (char *) io->buf + io->done_bytes,
-                        io->count - io->done_bytes, io->offset + io->done_bytes);
+    /* A registered buffer (ublk zero copy) is addressed from 0. */
+    if (io->fixed_buf)
+      io_uring_prep_read_fixed (sqe, d->fd, (void *) (uintptr_t) io->done_bytes,
+                                io->count - io->done_bytes,
+                                io->offset + io->done_bytes, io->buf_index);
+    else
+      io_uring_prep_read (sqe, d->fd, (char *) io->buf + io->done_bytes,
+                          io->count - io->done_bytes,
+                          io->offset + io->done_bytes);
     break;
   case BACKEND_OP_WRITE:
-    io_uring_prep_write (sqe, d->fd, (char *) io->buf + io->done_bytes,
-                         io->count - io->done_bytes,
-                         io->offset + io->done_bytes);
+    if (io->fixed_buf)
+      io_uring_prep_write_fixed (sqe, d->fd,
+                                 (void *) (uintptr_t) io->done_bytes,
+                                 io->count - io->done_bytes,
+                                 io->offset + io->done_bytes, io->buf_index);
+    else
+      io_uring_prep_write (sqe, d->fd, (char *) io->buf + io->done_bytes,
+                           io->count - io->done_bytes,
+                           io->offset + io->done_bytes);
     if (io->flags & BACKEND_FLAG_FUA)
       sqe->rw_flags = RWF_DSYNC;
     break;
@@ -431,7 +444,8 @@ try_inline (struct file_disk *d, struct backend_io *io)
   bool write = io->op == BACKEND_OP_WRITE;
   ssize_t r;
 
-  if (d->direct || io->count > INLINE_MAX || (write && d->no_nowait_write))
+  if (d->direct || io->fixed_buf || io->count > INLINE_MAX ||
+      (write && d->no_nowait_write))
     return 0;
   if (write)
     r = pwritev2 (d->fd, &iov, 1, io->offset, RWF_NOWAIT |
@@ -478,7 +492,7 @@ const struct backend_ops file_backend_ops = {
   .help = "           file=PATH      regular file or block device (required)\n"
           "           direct=BOOL    open with O_DIRECT (4 KiB-aligned I/O)\n"
           "           readonly=BOOL  open read-only\n",
-  .props = 0,
+  .props = BACKEND_FIXED_BUF,
   .config = file_config,
   .open = file_open,
   .close = file_close,
