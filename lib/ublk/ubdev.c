@@ -40,6 +40,7 @@ struct ubq_tag {
   struct loop_event ev;         /* FETCH / COMMIT_AND_FETCH completion */
   struct loop_event reg_ev;     /* zero copy: our own (un)registration */
   bool registered;              /* ... of which the unregistration is due */
+  struct __kernel_timespec retry; /* ... waiting for memory to register */
   struct backend_io io;
   struct ubq *q;
   uint16_t tag;
@@ -70,6 +71,7 @@ struct ubdev {
   bool started;                 /* START_DEV succeeded */
   bool zc;                      /* zero copy: UBLK_F_AUTO_BUF_REG */
   uint16_t zc_index_offset;     /* tests only: see zc_test_fallback */
+  bool zc_test_enomem;          /* tests only: our first try "fails" */
   unsigned poll_us;
   struct ubdev_health *health;
 };
@@ -78,13 +80,16 @@ static struct ubdev_health no_health;
 
 /* Tests: UBDKIT_TEST_ZC_FALLBACK=1 makes the kernel's automatic
  * registration fail for every request (its index lies past the table), so
- * the fallback to our own registration is exercised. */
-static bool
+ * the fallback to our own registration is exercised; =enomem also has our
+ * own first attempt for each request fail with ENOMEM, so the retry is. */
+static int
 zc_test_fallback (void)
 {
   const char *v = getenv ("UBDKIT_TEST_ZC_FALLBACK");
 
-  return v && strcmp (v, "1") == 0;
+  if (!v)
+    return 0;
+  return strcmp (v, "1") == 0 ? 1 : strcmp (v, "enomem") == 0 ? 2 : 0;
 }
 
 static unsigned
@@ -224,11 +229,32 @@ tag_start (struct ubq_tag *t)
   backend_start (t->q->dev->b, &t->q->loop, &t->io);
 }
 
+static void registered (struct loop_event *ev, int res, uint32_t cqe_flags);
+
+static void
+register_again (struct loop_event *ev, int res, uint32_t cqe_flags)
+{
+  tag_register (container_of (ev, struct ubq_tag, reg_ev), true, registered);
+}
+
 static void
 registered (struct loop_event *ev, int res, uint32_t cqe_flags)
 {
   struct ubq_tag *t = container_of (ev, struct ubq_tag, reg_ev);
 
+  /* Out of memory, the kernel may be waiting on this very request to get
+   * some back: do not fail it, try again in a millisecond (backpressure,
+   * as everywhere else). */
+  if (res == -ENOMEM) {
+    struct io_uring_sqe *sqe = loop_sqe (&t->q->loop, &t->reg_ev);
+    log_ratelimited ("ublk q%u tag %u: REGISTER_IO_BUF: %s: trying again",
+                     t->q->id, t->tag, strerror (-res));
+    t->retry = (struct __kernel_timespec) { .tv_nsec = 1000 * 1000 };
+    io_uring_prep_timeout (sqe, &t->retry, 0, 0);
+    t->reg_ev.fn = register_again;
+    io_uring_sqe_set_data (sqe, &t->reg_ev);
+    return;
+  }
   if (res < 0) {
     log_ratelimited ("ublk q%u tag %u: REGISTER_IO_BUF: %s", t->q->id,
                      t->tag, strerror (-res));
@@ -254,6 +280,10 @@ tag_serve (struct ubq_tag *t)
       t->q->said_fallback = true;
       log_info ("ublk q%u: the kernel could not register a request's "
                 "buffer; registering it ourselves", t->q->id);
+    }
+    if (t->q->dev->zc_test_enomem) {   /* the retry goes to the kernel */
+      registered (&t->reg_ev, -ENOMEM, 0);
+      return;
     }
     tag_register (t, true, registered);
     return;
@@ -508,6 +538,7 @@ choose_data_path (struct ubdev *d)
   }
   if (d->zc && zc_test_fallback ())
     d->zc_index_offset = d->info.queue_depth;
+  d->zc_test_enomem = d->zc && zc_test_fallback () == 2;
   log_info ("ublk: device %u: %s", d->info.dev_id, d->zc
             ? "zero copy: the backend reads and writes the request's own "
               "pages (UBLK_F_AUTO_BUF_REG)"

@@ -56,6 +56,16 @@ grep -q "registering it ourselves" /tmp/add.err || { cat /tmp/add.err; fail "the
 ! grep -q "REGISTER_IO_BUF" /tmp/add.err || { cat /tmp/add.err; fail "(un)registration errors"; }
 ok "the kernel's registration failing: ours takes over, fio verify clean"
 
+# ... and ours failing for want of memory: tried again, nothing fails.
+UBDKIT_TEST_ZC_FALLBACK=enomem "$UBDKIT" add -d 16 file file=/tmp/zc.img \
+  >/tmp/dev 2>/tmp/add.err || { cat /tmp/add.err; fail "add with the ENOMEM fallback"; }
+dev=$(cat /tmp/dev)
+verify "$dev" "zero copy, our registration out of memory once per request"
+del_dev "$dev"
+grep -q "REGISTER_IO_BUF: Cannot allocate memory: trying again" /tmp/add.err ||
+  { cat /tmp/add.err; fail "the retry after ENOMEM was not taken"; }
+ok "our registration out of memory: tried again a millisecond later, fio verify clean"
+
 # No allocation per request: counters of the server before and after.
 if [ "${UBDKIT_SANITIZED:-no}" = no ] && [ -f /alloc-counter.so ]; then
   LD_PRELOAD=/alloc-counter.so UBDKIT_ALLOC_LOG=/tmp/zc.alloc \
