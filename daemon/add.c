@@ -49,6 +49,8 @@ add_usage (void)
 "  -n, --id ID            device number (default: the kernel picks)\n"
 "  -q, --queues N         hardware queues, one thread each (default 1)\n"
 "  -d, --depth N          requests in flight per queue (default 64)\n"
+"      --queue-threads N  threads serving each queue, tag t by thread t %% N\n"
+"                         (default 1; more need UBLK_F_PER_IO_DAEMON)\n"
 "      --max-io SIZE      largest request (default 512k)\n"
 "  -r, --readonly         read-only device\n"
 "      --foreground       serve in the foreground (default: background)\n"
@@ -80,7 +82,7 @@ static int
 add_parse (int argc, char **argv, struct add_config *cfg)
 {
   enum { O_MAX_IO = 256, O_FG, O_NO_RECOVERY, O_IOF, O_NO_MLOCK, O_OOM,
-         O_WATCHDOG, O_POLL, O_ZC, O_NO_ZC };
+         O_WATCHDOG, O_POLL, O_ZC, O_NO_ZC, O_QTHREADS };
   static const struct option opts[] = {
     { "id", required_argument, NULL, 'n' },
     { "queues", required_argument, NULL, 'q' },
@@ -92,6 +94,7 @@ add_parse (int argc, char **argv, struct add_config *cfg)
     { "watchdog", required_argument, NULL, O_WATCHDOG },
     { "poll", required_argument, NULL, O_POLL },
     { "zero-copy", no_argument, NULL, O_ZC },
+    { "queue-threads", required_argument, NULL, O_QTHREADS },
     { "no-zero-copy", no_argument, NULL, O_NO_ZC },
     { "io-flusher", required_argument, NULL, O_IOF },
     { "no-mlock", no_argument, NULL, O_NO_MLOCK },
@@ -147,6 +150,11 @@ add_parse (int argc, char **argv, struct add_config *cfg)
       if (size_parse_uint (optarg, 0, 10000, &v) == -1)
         return bad ("--poll (microseconds, 0 to 10000)", optarg);
       cfg->dev.poll_us = v;
+      break;
+    case O_QTHREADS:
+      if (size_parse_uint (optarg, 1, 64, &v) == -1)
+        return bad ("--queue-threads (1 to 64)", optarg);
+      cfg->dev.threads = v;
       break;
     case O_ZC: cfg->dev.zero_copy = UBDEV_ZC_ON; break;
     case O_NO_ZC: cfg->dev.zero_copy = UBDEV_ZC_OFF; break;

@@ -48,10 +48,13 @@ struct ubq_tag {
   bool ended;                   /* the kernel aborted this tag */
 };
 
+/* One thread serving a queue: all its tags, or with UBLK_F_PER_IO_DAEMON
+ * and several threads per queue, the tags t with t % nr_daemons == daemon. */
 struct ubq {
   struct loop loop;
   struct ubdev *dev;
   uint16_t id;
+  uint16_t daemon, nr_daemons;
   struct request_pool pool;
   struct ubq_tag **tags;
   struct ublksrv_io_desc *descs;
@@ -65,9 +68,10 @@ struct ubdev {
   struct backend *b;
   struct ublksrv_ctrl_dev_info info;
   int cdev;
-  int done_fd;                  /* eventfd: +1 per queue that ended */
-  unsigned nr_queues;
-  struct ubq *queues;
+  int done_fd;                  /* eventfd: +1 per queue thread that ended */
+  unsigned nr_queues;           /* queue threads started */
+  unsigned threads;             /* per hardware queue */
+  struct ubq *queues;           /* nr_hw_queues * threads */
   bool started;                 /* START_DEV succeeded */
   bool zc;                      /* zero copy: UBLK_F_AUTO_BUF_REG */
   uint16_t zc_index_offset;     /* tests only: see zc_test_fallback */
@@ -341,9 +345,10 @@ queue_on_start (struct loop *l)
    * this ring before the first FETCH; with a single-issuer ring only this
    * thread may create it. */
   if (q->dev->zc &&
-      (r = io_uring_register_buffers_sparse (&l->ring, q->pool.nr_slots)) < 0) {
-    log_error ("ublk q%u: a buffer table of %zu entries: %s", q->id,
-               q->pool.nr_slots, strerror (-r));
+      (r = io_uring_register_buffers_sparse (&l->ring,
+                                             q->dev->info.queue_depth)) < 0) {
+    log_error ("ublk q%u: a buffer table of %u entries: %s", q->id,
+               q->dev->info.queue_depth, strerror (-r));
     return -1;
   }
   for (size_t i = 0; i < q->pool.nr_slots; i++)
@@ -352,16 +357,19 @@ queue_on_start (struct loop *l)
 }
 
 static int
-queue_init (struct ubdev *d, struct ubq *q, uint16_t id)
+queue_init (struct ubdev *d, struct ubq *q, uint16_t id, uint16_t daemon)
 {
   unsigned depth = d->info.queue_depth;
+  unsigned own = (depth - daemon + d->threads - 1) / d->threads;
   size_t page = sysconf (_SC_PAGESIZE);
   off_t off = UBLKSRV_CMD_BUF_OFFSET +
     (off_t) id * (UBLK_MAX_QUEUE_DEPTH * sizeof (struct ublksrv_io_desc));
-  char name[16];
+  char name[32];                /* loop_start keeps 15 characters */
 
   q->dev = d;
   q->id = id;
+  q->daemon = daemon;
+  q->nr_daemons = d->threads;
   q->descs_len = (depth * sizeof (struct ublksrv_io_desc) + page - 1) &
                  ~(page - 1);
   q->descs = mmap (NULL, q->descs_len, PROT_READ, MAP_SHARED | MAP_POPULATE,
@@ -372,27 +380,32 @@ queue_init (struct ubdev *d, struct ubq *q, uint16_t id)
     return -1;
   }
   /* Zero copy needs no data buffer: the smallest the pool takes. */
-  if (request_pool_init (&q->pool, depth, sizeof (struct ubq_tag),
+  if (request_pool_init (&q->pool, own, sizeof (struct ubq_tag),
                          d->zc ? page : d->info.max_io_buf_bytes) == -1)
     return -1;
-  q->tags = calloc (depth, sizeof *q->tags);
+  q->tags = calloc (own, sizeof *q->tags);
   if (!q->tags)
     fatal ("calloc: %m");
-  /* Every slot is a tag for the whole life of the device. */
-  for (unsigned i = 0; i < depth; i++) {
+  /* Every slot is a tag for the whole life of the device: slot i is tag
+   * daemon + i * threads. */
+  for (unsigned i = 0; i < own; i++) {
     struct ubq_tag *t = request_pool_get (&q->pool);
+    size_t slot = request_pool_index (&q->pool, t);
     t->ev.fn = tag_event;
     t->q = q;
     t->buf = request_pool_buffer (&q->pool, t);
-    t->tag = request_pool_index (&q->pool, t);
-    q->tags[t->tag] = t;
+    t->tag = daemon + slot * d->threads;
+    q->tags[slot] = t;
   }
   q->loop.data = q;
   q->loop.on_start = queue_on_start;
   q->loop.on_wake = queue_on_wake;
   q->loop.poll_max_ns = d->poll_us * UINT64_C (1000);
-  snprintf (name, sizeof name, "ublk%u-q%u", d->info.dev_id, id);
-  return loop_start (&q->loop, id, name, 2 * depth + 16);
+  if (d->threads > 1)
+    snprintf (name, sizeof name, "ublk%u-q%u.%u", d->info.dev_id, id, daemon);
+  else
+    snprintf (name, sizeof name, "ublk%u-q%u", d->info.dev_id, id);
+  return loop_start (&q->loop, id, name, 2 * own + 16);
 }
 
 static void
@@ -488,6 +501,16 @@ add_device (struct ubdev *d, const struct ubdev_options *o)
 
   if (zc == -1)
     return -1;
+  if (d->threads > 1) {
+    if (!d->ctl->have_features ||
+        !(d->ctl->features & UBLK_F_PER_IO_DAEMON)) {
+      log_error ("ublk: %u threads per queue: this kernel's ublk driver "
+                 "lacks UBLK_F_PER_IO_DAEMON, so one thread serves a queue",
+                 d->threads);
+      return -1;
+    }
+    want |= UBLK_F_PER_IO_DAEMON;
+  }
   if (o->recovery)
     want |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
   if (d->ctl->have_features)
@@ -557,6 +580,7 @@ ubdev_new (struct ubctl *ctl, const struct ubdev_options *o,
   if (!d)
     fatal ("calloc: %m");
   d->poll_us = o->poll_us;
+  d->threads = o->threads ? o->threads : 1;
   d->ctl = ctl;
   d->b = b;
   d->cdev = d->done_fd = -1;
@@ -571,15 +595,24 @@ start_queues (struct ubdev *d)
 {
   if (choose_data_path (d) == -1)
     return -1;
+  if (d->threads > d->info.queue_depth)
+    d->threads = d->info.queue_depth;
+  if (d->threads > 1 && !(d->info.flags & UBLK_F_PER_IO_DAEMON)) {
+    log_error ("ublk: device %u: several threads per queue need "
+               "UBLK_F_PER_IO_DAEMON", d->info.dev_id);
+    return -1;
+  }
   d->done_fd = eventfd (0, EFD_CLOEXEC);
   if (d->done_fd == -1 || open_cdev (d) == -1)
     return -1;
-  d->queues = calloc (d->info.nr_hw_queues, sizeof *d->queues);
+  d->queues = calloc ((size_t) d->info.nr_hw_queues * d->threads,
+                      sizeof *d->queues);
   if (!d->queues)
     fatal ("calloc: %m");
-  for (unsigned i = 0; i < d->info.nr_hw_queues; i++, d->nr_queues++)
-    if (queue_init (d, &d->queues[i], i) == -1)
-      return -1;
+  for (unsigned i = 0; i < d->info.nr_hw_queues; i++)
+    for (unsigned k = 0; k < d->threads; k++, d->nr_queues++)
+      if (queue_init (d, &d->queues[d->nr_queues], i, k) == -1)
+        return -1;
   return 0;
 }
 

@@ -34,6 +34,9 @@ struct ubdev_options {
   bool recovery;                /* create with user recovery (+reissue) */
   unsigned poll_us;             /* queue threads' longest adaptive poll */
   enum ubdev_zero_copy zero_copy;
+  /* Threads serving each queue, tag t by thread t % threads; above 1
+   * needs UBLK_F_PER_IO_DAEMON (each tag its own daemon task). */
+  unsigned threads;
 };
 
 struct ubdev;
