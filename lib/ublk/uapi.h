@@ -62,6 +62,25 @@
   _IOWR ('u', 0x24, struct ublksrv_io_cmd)
 #endif
 
+#ifndef UBLK_U_IO_PREP_IO_CMDS
+#define UBLK_U_IO_PREP_IO_CMDS _IOWR ('u', 0x25, struct ublk_batch_io)
+#define UBLK_U_IO_COMMIT_IO_CMDS _IOWR ('u', 0x26, struct ublk_batch_io)
+#define UBLK_U_IO_FETCH_IO_CMDS _IOWR ('u', 0x27, struct ublk_batch_io)
+/* UBLK_F_BATCH_IO: the command of PREP_IO_CMDS, COMMIT_IO_CMDS and
+ * FETCH_IO_CMDS, in sqe->cmd; their element buffer is at sqe->addr. */
+struct ublk_batch_io {
+  __u16 q_id;
+#define UBLK_BATCH_F_HAS_ZONE_LBA (1 << 0)
+#define UBLK_BATCH_F_HAS_BUF_ADDR (1 << 1)
+#define UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK (1 << 2)
+  __u16 flags;
+  __u16 nr_elem;
+  __u8 elem_bytes;
+  __u8 reserved;
+  __u64 reserved2;
+};
+#endif
+
 /* UBLK_F_AUTO_BUF_REG: what FETCH and COMMIT_AND_FETCH carry in sqe->addr
  * instead of a buffer address: bits 0-15 the index in the ring's sparse
  * buffer table where the kernel registers the request's pages, bits

@@ -31,54 +31,7 @@
 
 #include "log.h"
 #include "loop.h"
-#include "request-pool.h"
-#include "ubdev.h"
-
-struct ubq;
-
-struct ubq_tag {
-  struct loop_event ev;         /* FETCH / COMMIT_AND_FETCH completion */
-  struct loop_event reg_ev;     /* zero copy: our own (un)registration */
-  bool registered;              /* ... of which the unregistration is due */
-  struct __kernel_timespec retry; /* ... waiting for memory to register */
-  struct backend_io io;
-  struct ubq *q;
-  uint16_t tag;
-  void *buf;
-  bool ended;                   /* the kernel aborted this tag */
-};
-
-/* One thread serving a queue: all its tags, or with UBLK_F_PER_IO_DAEMON
- * and several threads per queue, the tags t with t % nr_daemons == daemon. */
-struct ubq {
-  struct loop loop;
-  struct ubdev *dev;
-  uint16_t id;
-  uint16_t daemon, nr_daemons;
-  struct request_pool pool;
-  struct ubq_tag **tags;
-  struct ublksrv_io_desc *descs;
-  size_t descs_len;
-  unsigned ended;
-  bool said_fallback;           /* zero copy: logged our first registration */
-};
-
-struct ubdev {
-  struct ubctl *ctl;
-  struct backend *b;
-  struct ublksrv_ctrl_dev_info info;
-  int cdev;
-  int done_fd;                  /* eventfd: +1 per queue thread that ended */
-  unsigned nr_queues;           /* queue threads started */
-  unsigned threads;             /* per hardware queue */
-  struct ubq *queues;           /* nr_hw_queues * threads */
-  bool started;                 /* START_DEV succeeded */
-  bool zc;                      /* zero copy: UBLK_F_AUTO_BUF_REG */
-  uint16_t zc_index_offset;     /* tests only: see zc_test_fallback */
-  bool zc_test_enomem;          /* tests only: our first try "fails" */
-  unsigned poll_us;
-  struct ubdev_health *health;
-};
+#include "ubq.h"
 
 static struct ubdev_health no_health;
 
@@ -122,10 +75,16 @@ tag_command (struct ubq_tag *t, bool first, int result)
   cmd->tag = t->tag;
   cmd->result = result;
   if (q->dev->zc)
-    sqe->addr = UBDKIT_AUTO_BUF_REG_ADDR (t->tag + q->dev->zc_index_offset,
+    sqe->addr = UBDKIT_AUTO_BUF_REG_ADDR (ubq_buf_index (t),
                                           UBLK_AUTO_BUF_REG_FALLBACK);
   else
     cmd->addr = (uintptr_t) t->buf;
+}
+
+uint16_t
+ubq_buf_index (const struct ubq_tag *t)
+{
+  return t->tag + t->q->dev->zc_index_offset;
 }
 
 /* Zero copy fallback: register (or unregister) tag T's request buffer at
@@ -170,7 +129,10 @@ tag_commit (struct ubq_tag *t, int result)
     t->registered = false;
     tag_register (t, false, unregistered);
   }
-  tag_command (t, false, result);
+  if (t->q->dev->batch)
+    ubq_batch_commit (t, result);
+  else
+    tag_command (t, false, result);
 }
 
 static void
@@ -269,11 +231,15 @@ registered (struct loop_event *ev, int res, uint32_t cqe_flags)
   tag_start (t);
 }
 
-static void
-tag_serve (struct ubq_tag *t)
+void
+ubq_tag_serve (struct ubq_tag *t)
 {
   const struct ublksrv_io_desc *iod = &t->q->descs[t->tag];
-  int r = tag_request (t, iod);
+  int r;
+
+  atomic_fetch_add_explicit (&t->q->dev->health->started, 1,
+                             memory_order_relaxed);
+  r = tag_request (t, iod);
 
   if (r < 0) {
     tag_commit (t, r);
@@ -295,20 +261,24 @@ tag_serve (struct ubq_tag *t)
   tag_start (t);
 }
 
-static void
-queue_end_tag (struct ubq_tag *t)
+void
+ubq_end (struct ubq *q)
 {
-  struct ubq *q = t->q;
   uint64_t one = 1;
 
-  if (t->ended)
-    return;
-  t->ended = true;
-  if (++q->ended < q->pool.nr_slots)
-    return;
   q->loop.done = true;
   if (write (q->dev->done_fd, &one, sizeof one) != sizeof one)
     log_error ("eventfd: %m");
+}
+
+static void
+queue_end_tag (struct ubq_tag *t)
+{
+  if (t->ended)
+    return;
+  t->ended = true;
+  if (++t->q->ended == t->q->pool.nr_slots)
+    ubq_end (t->q);
 }
 
 static void
@@ -317,9 +287,7 @@ tag_event (struct loop_event *ev, int res, uint32_t cqe_flags)
   struct ubq_tag *t = container_of (ev, struct ubq_tag, ev);
 
   if (res == UBLK_IO_RES_OK) {
-    atomic_fetch_add_explicit (&t->q->dev->health->started, 1,
-                               memory_order_relaxed);
-    tag_serve (t);
+    ubq_tag_serve (t);
     return;
   }
   if (res != UBLK_IO_RES_ABORT)
@@ -351,6 +319,8 @@ queue_on_start (struct loop *l)
                q->dev->info.queue_depth, strerror (-r));
     return -1;
   }
+  if (q->dev->batch)
+    return ubq_batch_start (q);
   for (size_t i = 0; i < q->pool.nr_slots; i++)
     tag_command (q->tags[i], true, -1);
   return 0;
@@ -397,6 +367,8 @@ queue_init (struct ubdev *d, struct ubq *q, uint16_t id, uint16_t daemon)
     t->tag = daemon + slot * d->threads;
     q->tags[slot] = t;
   }
+  if (d->batch && ubq_batch_init (q) == -1)
+    return -1;
   q->loop.data = q;
   q->loop.on_start = queue_on_start;
   q->loop.on_wake = queue_on_wake;
@@ -511,6 +483,18 @@ add_device (struct ubdev *d, const struct ubdev_options *o)
     }
     want |= UBLK_F_PER_IO_DAEMON;
   }
+  if (o->batch != UBDEV_BATCH_OFF) {
+    bool kernel = d->ctl->have_features &&
+                  (d->ctl->features & UBLK_F_BATCH_IO);
+    if (kernel && d->threads == 1)
+      want |= UBLK_F_BATCH_IO;
+    else if (o->batch == UBDEV_BATCH_ON) {
+      log_error ("ublk: --batch-io: %s", !kernel
+                 ? "this kernel's ublk driver lacks UBLK_F_BATCH_IO"
+                 : "not with several threads per queue");
+      return -1;
+    }
+  }
   if (o->recovery)
     want |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
   if (d->ctl->have_features)
@@ -554,6 +538,12 @@ static int
 choose_data_path (struct ubdev *d)
 {
   d->zc = d->info.flags & UBLK_F_AUTO_BUF_REG;
+  d->batch = d->info.flags & UBLK_F_BATCH_IO;
+  if (d->batch && d->threads > 1) {
+    log_error ("ublk: device %u uses the batch protocol, which ubdkit "
+               "serves with one thread per queue", d->info.dev_id);
+    return -1;
+  }
   if (d->zc && !(d->b->ops->props & BACKEND_FIXED_BUF)) {
     log_error ("ublk: device %u does zero copy, which this backend cannot "
                "serve", d->info.dev_id);
@@ -562,10 +552,13 @@ choose_data_path (struct ubdev *d)
   if (d->zc && zc_test_fallback ())
     d->zc_index_offset = d->info.queue_depth;
   d->zc_test_enomem = d->zc && zc_test_fallback () == 2;
-  log_info ("ublk: device %u: %s", d->info.dev_id, d->zc
+  log_info ("ublk: device %u: %s; %s", d->info.dev_id, d->zc
             ? "zero copy: the backend reads and writes the request's own "
               "pages (UBLK_F_AUTO_BUF_REG)"
-            : "requests are copied through a buffer per tag");
+            : "requests are copied through a buffer per tag",
+            d->batch ? "requests fetched and committed in batches "
+                       "(UBLK_F_BATCH_IO)"
+                     : "one fetch and commit per request");
   return 0;
 }
 
@@ -726,6 +719,7 @@ ubdev_free (struct ubdev *d)
     if (q->descs)
       munmap (q->descs, q->descs_len);
     request_pool_free (&q->pool);
+    ubq_batch_free (q);
     free (q->tags);
   }
   free (d->queues);
