@@ -75,7 +75,7 @@ reply (int c, const char *fmt, ...)
   if ((size_t) n > sizeof buf - 2)
     n = sizeof buf - 2;
   buf[n++] = '\n';
-  if (write (c, buf, n) != n) {
+  if (send (c, buf, n, MSG_NOSIGNAL) != n) {
     /* The client went away: nothing to tell. */
   }
 }
@@ -134,6 +134,7 @@ srvctl_handle (int fd, struct ubdev *dev, struct backend *view)
   struct ucred cred;
   socklen_t len = sizeof cred;
   char req[256];
+  size_t got;
   ssize_t n;
   int c, r;
 
@@ -149,12 +150,16 @@ srvctl_handle (int fd, struct ubdev *dev, struct backend *view)
     close (c);
     return SRVCTL_CONTINUE;
   }
-  n = read (c, req, sizeof req - 1);
-  if (n <= 0) {
-    close (c);
-    return SRVCTL_CONTINUE;
+  /* The line, which may come in pieces. */
+  for (got = 0; got < sizeof req - 1 && !memchr (req, '\n', got);
+       got += n) {
+    n = read (c, req + got, sizeof req - 1 - got);
+    if (n <= 0) {
+      close (c);
+      return SRVCTL_CONTINUE;
+    }
   }
-  req[n] = '\0';
+  req[got] = '\0';
   req[strcspn (req, "\n")] = '\0';
   if (strncmp (req, "resize ", 7) == 0) {
     do_resize (c, dev, view, req + 7);
@@ -179,9 +184,9 @@ srvctl_handle (int fd, struct ubdev *dev, struct backend *view)
   if (r < 0) {
     /* The kernel may already hold new requests back: hand over anyway,
      * as a crash would. */
-    log_warn ("upgrade: QUIESCE_DEV: %s: exiting with requests in flight",
+    log_warn ("upgrade: quiesce: %s: exiting with requests in flight",
               strerror (-r));
-    reply (c, "ok exit QUIESCE_DEV failed (%s): the old server exited and "
+    reply (c, "ok exit the quiesce failed (%s): the old server exited and "
            "the kernel re-issues the requests it had in flight",
            strerror (-r));
     close (c);
@@ -200,6 +205,7 @@ srvctl_request (const char *prog, uint32_t id, const char *req,
 {
   struct sockaddr_un sa;
   struct timeval tv = { timeout_s, 0 };
+  char line[256];
   size_t got = 0;
   ssize_t n;
   int fd;
@@ -214,8 +220,10 @@ srvctl_request (const char *prog, uint32_t id, const char *req,
     return -1;
   }
   setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (write (fd, req, strlen (req)) != (ssize_t) strlen (req) ||
-      write (fd, "\n", 1) != 1) {
+  /* One write: a server that has its line may answer and go (upgrade)
+   * before a second one, which would then raise SIGPIPE. */
+  snprintf (line, sizeof line, "%s\n", req);
+  if (send (fd, line, strlen (line), MSG_NOSIGNAL) != (ssize_t) strlen (line)) {
     fprintf (stderr, "ubdkit %s: device %u: %s: %s\n", prog, id, sa.sun_path,
              strerror (errno));
     close (fd);

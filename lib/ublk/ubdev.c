@@ -599,23 +599,18 @@ ubdev_quiesce (struct ubdev *d, unsigned timeout_ms)
     atomic_store (&d->quiescing, false);
     return r;
   }
-  /* Each queue ends once all its tags have settled. */
+  /* Each queue ends once all its tags have settled (its loop is then
+   * gone: loop_stop would wake a closed eventfd). */
   while (ended < d->nr_queues) {
     uint64_t n;
 
-    if (poll (&p, 1, timeout_ms ? (int) timeout_ms : -1) != 1) {
-      log_warn ("ublk: device %u: queues still serving %u ms after the "
-                "quiesce: leaving them to the kernel", d->info.dev_id,
-                timeout_ms);
-      break;
-    }
+    if (poll (&p, 1, timeout_ms ? (int) timeout_ms : -1) != 1)
+      return -ETIMEDOUT;
     if (read (d->done_fd, &n, sizeof n) == sizeof n)
       ended += n;
   }
-  for (unsigned i = 0; i < d->nr_queues; i++) {
-    loop_stop (&d->queues[i].loop);
+  for (unsigned i = 0; i < d->nr_queues; i++)
     loop_join (&d->queues[i].loop);
-  }
   /* Releasing the character device leaves the device quiesced (or failing
    * I/O, with USER_RECOVERY_FAIL_IO) for the next server. */
   ubdev_free (d);

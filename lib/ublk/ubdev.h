@@ -69,8 +69,10 @@ int ubdev_resize (struct ubdev *d, uint64_t bytes);
  * QUIESCE_DEV (TIMEOUT_MS for every queue to have an idle tag; 0: for
  * ever), then every request in flight is completed, the queues end and
  * the character device is released: the device stays, quiesced, for
- * ubdev_recover.  Frees D on success (0); on failure (-errno, D still
- * serving; -EOPNOTSUPP: created without UBLK_F_QUIESCE) frees nothing. */
+ * ubdev_recover.  Frees D on success (0).  On failure (-errno;
+ * -EOPNOTSUPP: created without UBLK_F_QUIESCE; -ETIMEDOUT: requests still
+ * in flight after TIMEOUT_MS) frees nothing, and the caller should hand
+ * over by exiting: the kernel may be holding new requests back already. */
 int ubdev_quiesce (struct ubdev *d, unsigned timeout_ms);
 /* Stop (unless already stopped), join, delete, free. */
 void ubdev_stop (struct ubdev *d);
