@@ -54,7 +54,13 @@ add_usage (void)
 "      --max-io SIZE      largest request (default 512k)\n"
 "  -r, --readonly         read-only device\n"
 "      --foreground       serve in the foreground (default: background)\n"
-"      --no-recovery      create without ublk user recovery\n"
+"      --recovery MODE    while no server runs (it died, is restarting or\n"
+"                         is being upgraded): hold (default: requests wait\n"
+"                         and those in flight are re-issued), fail-io\n"
+"                         (requests fail at once; needs the kernel's\n"
+"                         USER_RECOVERY_FAIL_IO) or off (no recovery: the\n"
+"                         device goes with its server)\n"
+"      --no-recovery      the same as --recovery=off\n"
 "      --poll USEC        queue threads poll for up to USEC before sleeping,\n"
 "                         adapting to the load (default 0: never)\n"
 "      --zero-copy, --no-zero-copy\n"
@@ -76,17 +82,28 @@ add_usage (void)
 }
 
 static int
-bad (const char *what, const char *arg)
+bad_in (const char *cmd, const char *what, const char *arg)
 {
-  fprintf (stderr, "ubdkit add: invalid %s: '%s'\n", what, arg);
+  fprintf (stderr, "ubdkit %s: invalid %s: '%s'\n", cmd, what, arg);
   return -1;
+}
+
+static int bad (const char *what, const char *arg) { return bad_in ("add", what, arg); }
+
+/* recover returns its exit status: 2 for a usage error. */
+static int
+bad_recover (const char *what, const char *arg)
+{
+  bad_in ("recover", what, arg);
+  return 2;
 }
 
 static int
 add_parse (int argc, char **argv, struct add_config *cfg)
 {
   enum { O_MAX_IO = 256, O_FG, O_NO_RECOVERY, O_IOF, O_NO_MLOCK, O_OOM,
-         O_WATCHDOG, O_POLL, O_ZC, O_NO_ZC, O_QTHREADS, O_BATCH, O_NO_BATCH };
+         O_WATCHDOG, O_POLL, O_RECOVERY, O_ZC, O_NO_ZC, O_QTHREADS, O_BATCH,
+         O_NO_BATCH };
   static const struct option opts[] = {
     { "id", required_argument, NULL, 'n' },
     { "queues", required_argument, NULL, 'q' },
@@ -95,6 +112,7 @@ add_parse (int argc, char **argv, struct add_config *cfg)
     { "readonly", no_argument, NULL, 'r' },
     { "foreground", no_argument, NULL, O_FG },
     { "no-recovery", no_argument, NULL, O_NO_RECOVERY },
+    { "recovery", required_argument, NULL, O_RECOVERY },
     { "watchdog", required_argument, NULL, O_WATCHDOG },
     { "poll", required_argument, NULL, O_POLL },
     { "zero-copy", no_argument, NULL, O_ZC },
@@ -147,6 +165,16 @@ add_parse (int argc, char **argv, struct add_config *cfg)
     case 'r': cfg->readonly = true; break;
     case O_FG: cfg->foreground = true; break;
     case O_NO_RECOVERY: cfg->dev.recovery = false; break;
+    case O_RECOVERY:
+      if (strcmp (optarg, "hold") == 0)
+        cfg->dev.recovery = true, cfg->dev.fail_io = false;
+      else if (strcmp (optarg, "fail-io") == 0)
+        cfg->dev.recovery = cfg->dev.fail_io = true;
+      else if (strcmp (optarg, "off") == 0)
+        cfg->dev.recovery = cfg->dev.fail_io = false;
+      else
+        return bad ("--recovery (hold, fail-io or off)", optarg);
+      break;
     case O_WATCHDOG:
       if (size_parse_uint (optarg, 0, 86400, &v) == -1)
         return bad ("--watchdog (seconds)", optarg);
@@ -214,27 +242,30 @@ cmd_record_backend (uint32_t id, const char *args)
     log_warn ("cannot record the backend in %s: %m", path);
 }
 
-void
-cmd_wait_for_end (int sfd, int done_fd)
+int
+cmd_wait_for_end (int sfd, int done_fd, int ctl_fd)
 {
-  struct pollfd p[2] = {
+  struct pollfd p[3] = {
     { .fd = sfd, .events = POLLIN }, { .fd = done_fd, .events = POLLIN },
+    { .fd = ctl_fd, .events = POLLIN },
   };
 
   for (;;) {
     struct signalfd_siginfo si;
 
-    if (poll (p, 2, -1) == -1)
+    if (poll (p, ctl_fd >= 0 ? 3 : 2, -1) == -1)
       continue;
     if (p[1].revents & POLLIN) {
       log_info ("ublk: device stopped from outside");
-      return;
+      return 0;
     }
     if ((p[0].revents & POLLIN) && read (sfd, &si, sizeof si) == sizeof si &&
         si.ssi_signo != SIGCHLD) {
       log_info ("signal %d: stopping the device", (int) si.ssi_signo);
-      return;
+      return 0;
     }
+    if (p[2].revents & POLLIN)
+      return 1;
   }
 }
 
@@ -249,6 +280,24 @@ check_control (void)
   return -1;
 }
 
+/* What the options need of the kernel, checked before forking so that a
+ * refusal is one clear line. */
+static int
+check_kernel (const struct ubdev_options *o)
+{
+  struct ubctl ctl;
+
+  if (!o->fail_io || ubctl_open (&ctl) < 0)
+    return 0;                   /* check_control explains a missing module */
+  ubctl_close (&ctl);
+  if (ctl.features & UBLK_F_USER_RECOVERY_FAIL_IO)
+    return 0;
+  log_error ("ublk: --recovery=fail-io: this kernel lacks "
+             "USER_RECOVERY_FAIL_IO (its ublk features are 0x%llx); use "
+             "--recovery=hold or off", (unsigned long long) ctl.features);
+  return -1;
+}
+
 /* Daemonize (unless in the foreground), protect the supervisor, run it. */
 static int
 run_supervised (struct supervisor_config *sc, struct backend *b)
@@ -257,7 +306,7 @@ run_supervised (struct supervisor_config *sc, struct backend *b)
   int ready_fd = -1, sfd;
 
   sfd = daemonize_signalfd ();
-  if (sfd == -1 || check_control () == -1)
+  if (sfd == -1 || check_control () == -1 || check_kernel (&sc->dev) == -1)
     return 1;
   if (!sc->foreground) {
     ready_fd = daemonize_start ();
@@ -298,32 +347,66 @@ cmd_add (int argc, char **argv)
   return r;
 }
 
-/* `ubdkit recover ID [--foreground] [--watchdog SECS]`: start a server (and
- * supervisor) for a device whose server died, with the backend recorded
- * when it was added. */
+/* `ubdkit recover [OPTIONS] ID`: start a server (and supervisor) for a
+ * device whose server died, with the backend recorded when it was added.
+ * The options are those of add that a server, not the device, has: an
+ * upgrading supervisor passes its own (supervisor.c). */
 int
 cmd_recover (int argc, char **argv)
 {
+  enum { O_FG = 256, O_WATCHDOG, O_POLL, O_IOF, O_NO_MLOCK, O_OOM };
+  static const struct option opts[] = {
+    { "foreground", no_argument, NULL, O_FG },
+    { "watchdog", required_argument, NULL, O_WATCHDOG },
+    { "poll", required_argument, NULL, O_POLL },
+    { "io-flusher", required_argument, NULL, O_IOF },
+    { "no-mlock", no_argument, NULL, O_NO_MLOCK },
+    { "oom-score-adj", required_argument, NULL, O_OOM },
+    { NULL, 0, NULL, 0 },
+  };
   struct supervisor_config sc = { .progress = progress_defaults };
   char path[64], line[4096], *words[BACKEND_MAX_PARAMS + 1];
+  struct ublk_params params;
   struct backend b;
-  uint64_t id, secs;
-  int n = 0, i, r;
+  struct ubctl ctl;
+  bool readonly = false;
+  uint64_t id, v;
+  int n = 0, c, r;
   FILE *f;
 
-  for (i = 1; i < argc && argv[i][0] == '-'; i++) {
-    if (strcmp (argv[i], "--foreground") == 0)
-      sc.foreground = true;
-    else if (strcmp (argv[i], "--watchdog") == 0 && i + 1 < argc &&
-             size_parse_uint (argv[i + 1], 0, 86400, &secs) == 0) {
-      sc.watchdog = secs;
-      i++;
-    }
-    else
+  optind = 1;
+  opterr = 0;
+  while ((c = getopt_long (argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+    case O_FG: sc.foreground = true; break;
+    case O_WATCHDOG:
+      if (size_parse_uint (optarg, 0, 86400, &v) == -1)
+        return bad_recover ("--watchdog (seconds)", optarg);
+      sc.watchdog = v;
       break;
+    case O_POLL:
+      if (size_parse_uint (optarg, 0, 10000, &v) == -1)
+        return bad_recover ("--poll (microseconds, 0 to 10000)", optarg);
+      sc.dev.poll_us = v;
+      break;
+    case O_IOF:
+      if (progress_parse_io_flusher (optarg, &sc.progress.io_flusher) == -1)
+        return bad_recover ("--io-flusher (on, off or require)", optarg);
+      break;
+    case O_NO_MLOCK: sc.progress.mlock = false; break;
+    case O_OOM:
+      if (progress_parse_oom_score_adj (optarg, &sc.progress) == -1)
+        return bad_recover ("--oom-score-adj (-1000 to 1000, or off)", optarg);
+      break;
+    default:
+      optind = argc + 1;        /* a usage error */
+    }
   }
-  if (i != argc - 1 || size_parse_uint (argv[i], 0, UINT32_MAX, &id) == -1) {
-    fprintf (stderr, "usage: ubdkit recover [--foreground] [--watchdog SECS] ID\n");
+  if (optind != argc - 1 ||
+      size_parse_uint (argv[optind], 0, UINT32_MAX, &id) == -1) {
+    fprintf (stderr, "usage: ubdkit recover [--foreground] [--watchdog SECS] "
+             "[--poll USEC] [--io-flusher on|off|require] [--no-mlock] "
+             "[--oom-score-adj N|off] ID\n");
     return 2;
   }
   snprintf (path, sizeof path, UBDKIT_RUNDIR "/%u", (unsigned) id);
@@ -339,7 +422,14 @@ cmd_recover (int argc, char **argv)
   for (char *w = strtok (line, " \n"); w && n <= BACKEND_MAX_PARAMS;
        w = strtok (NULL, " \n"))
     words[n++] = w;
-  if (n == 0 || backend_config (&b, words[0], words + 1, n - 1, false) == -1)
+  /* A read-only device's backend may refuse to open for writing: the
+   * kernel remembers which it is. */
+  if (ubctl_open (&ctl) == 0) {
+    if (ubctl_get_params (&ctl, id, &params) == 0)
+      readonly = params.basic.attrs & UBLK_ATTR_READ_ONLY;
+    ubctl_close (&ctl);
+  }
+  if (n == 0 || backend_config (&b, words[0], words + 1, n - 1, readonly) == -1)
     return 2;
   sc.recover_id = id;
   r = run_supervised (&sc, &b);

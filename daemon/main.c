@@ -16,9 +16,11 @@ usage (void)
           "Commands:\n"
           "  serve    serve BACKEND over NBD (TCP, Unix socket)\n"
           "  add      serve BACKEND as a ublk device /dev/ublkbN\n"
-          "  del      stop and delete ublk devices (ID or --all)\n"
+          "  del      stop and delete ublk devices ([--force] ID or --all)\n"
           "  list     list ublk devices (--json)\n"
           "  recover  restart the server of a ublk device whose server died\n"
+          "  resize   give a ublk device its backend's new size ([--shrink] ID [SIZE])\n"
+          "  upgrade  hand a ublk device over to the ubdkit binary now on disk (ID)\n"
           "  features the ublk features of the running kernel\n"
           "\n"
           "Options: ubdkit serve --help; ubdkit add --help; ubdkit --version.\n"
@@ -53,6 +55,10 @@ main (int argc, char **argv)
     return cmd_list (argc - 1, argv + 1);
   if (strcmp (argv[1], "recover") == 0)
     return cmd_recover (argc - 1, argv + 1);
+  if (strcmp (argv[1], "resize") == 0)
+    return cmd_resize (argc - 1, argv + 1);
+  if (strcmp (argv[1], "upgrade") == 0)
+    return cmd_upgrade (argc - 1, argv + 1);
   if (strcmp (argv[1], "features") == 0)
     return cmd_features (argc - 1, argv + 1);
   if (strcmp (argv[1], "serve") != 0) {

@@ -17,6 +17,7 @@
 
 #include "daemonize.h"
 #include "log.h"
+#include "srvctl.h"
 #include "supervisor.h"
 #include "ublk.h"
 
@@ -41,7 +42,7 @@ server_main (const struct supervisor_config *cfg, struct backend *b,
   struct ubctl ctl;
   struct ubdev *dev;
   char line[64];
-  int r;
+  int r, ctl_fd;
 
   log_set_thread_name ("server");
   /* mlockall is not inherited through fork: lock again. */
@@ -65,7 +66,25 @@ server_main (const struct supervisor_config *cfg, struct backend *b,
     fflush (stdout);
   }
   daemonize_ready (&ready_fd, 0, line);
-  cmd_wait_for_end (sfd, ubdev_done_fd (dev));
+  ctl_fd = srvctl_listen (ubdev_id (dev));
+  while (cmd_wait_for_end (sfd, ubdev_done_fd (dev), ctl_fd) == 1) {
+    switch (srvctl_handle (ctl_fd, dev, &bc.view)) {
+    case SRVCTL_CONTINUE:
+      continue;
+    case SRVCTL_EXIT_NOW:
+      /* As a crash would, for the kernel: the requests in flight are
+       * re-issued to the next server.  The socket stays for it. */
+      _exit (SERVER_EXIT_UPGRADE);
+    case SRVCTL_QUIESCED:
+      close (ctl_fd);
+      backend_flush_at_exit (&bc.view, b->args);
+      backend_disconnect (&bc);
+      backend_workers_stop ();
+      backend_close (b);
+      _exit (SERVER_EXIT_UPGRADE);
+    }
+  }
+  srvctl_close (ctl_fd, ubdev_id (dev));
   cmd_record_backend (ubdev_id (dev), NULL);
   ubdev_stop (dev);
   backend_flush_at_exit (&bc.view, b->args);
@@ -126,6 +145,68 @@ describe_status (int status, char *buf, size_t len)
   return buf;
 }
 
+/* The binary this supervisor was started from, as a path: after an
+ * upgrade replaced the file, /proc/self/exe names it "PATH (deleted)",
+ * and PATH is the new binary. */
+static char self_path[4096];
+
+static void
+remember_self (void)
+{
+  ssize_t n = readlink ("/proc/self/exe", self_path, sizeof self_path - 1);
+  const char *del = " (deleted)";
+  size_t dl = strlen (del);
+
+  if (n <= 0) {
+    self_path[0] = '\0';
+    return;
+  }
+  self_path[n] = '\0';
+  if ((size_t) n > dl && strcmp (self_path + n - dl, del) == 0)
+    self_path[n - dl] = '\0';
+}
+
+static const char *
+io_flusher_word (enum progress_io_flusher m)
+{
+  return m == PROGRESS_IO_FLUSHER_OFF ? "off"
+    : m == PROGRESS_IO_FLUSHER_REQUIRE ? "require" : "on";
+}
+
+/* The server handed device ID over for an upgrade: become `ubdkit recover
+ * --foreground ID` of the binary now on disk, with our options, in this
+ * process (the same pid, still detached).  Returns only if exec failed. */
+static void
+exec_upgrade (const struct supervisor_config *cfg, uint32_t id)
+{
+  char watchdog[16], poll_us[16], oom[16], devid[16];
+  const char *argv[20];
+  int n = 0;
+
+  snprintf (watchdog, sizeof watchdog, "%u", cfg->watchdog);
+  snprintf (poll_us, sizeof poll_us, "%u", cfg->dev.poll_us);
+  snprintf (oom, sizeof oom, "%d", cfg->progress.oom_score_adj);
+  snprintf (devid, sizeof devid, "%u", id);
+  argv[n++] = self_path;
+  argv[n++] = "recover";
+  argv[n++] = "--foreground";
+  argv[n++] = "--watchdog"; argv[n++] = watchdog;
+  argv[n++] = "--poll"; argv[n++] = poll_us;
+  argv[n++] = "--io-flusher";
+  argv[n++] = io_flusher_word (cfg->progress.io_flusher);
+  if (!cfg->progress.mlock)
+    argv[n++] = "--no-mlock";
+  argv[n++] = "--oom-score-adj";
+  argv[n++] = cfg->progress.oom_adjust ? oom : "off";
+  argv[n++] = devid;
+  argv[n] = NULL;
+  log_info ("supervisor: upgrade: exec %s recover %u", self_path, id);
+  if (self_path[0])
+    execv (self_path, (char **) argv);
+  log_error ("supervisor: upgrade: exec %s: %m: recovering with the running "
+             "binary instead", self_path[0] ? self_path : "(unknown path)");
+}
+
 struct watch {
   uint64_t completed;
   time_t since;                 /* when `completed` last changed */
@@ -162,6 +243,7 @@ supervisor_run (const struct supervisor_config *cfg, struct backend *b,
   char why[64];
 
   log_set_thread_name ("supervisor");
+  remember_self ();
   if (h == MAP_FAILED)
     fatal ("mmap: %m");
   pid = spawn (cfg, b, h, ready_fd, sfd, id, &pidfd);
@@ -193,6 +275,13 @@ supervisor_run (const struct supervisor_config *cfg, struct backend *b,
     pidfd = -1;
     if (stopping || (WIFEXITED (status) && WEXITSTATUS (status) == 0))
       return 0;                 /* the device was deleted */
+    if (WIFEXITED (status) && WEXITSTATUS (status) == SERVER_EXIT_UPGRADE) {
+      id = atomic_load (&h->dev_id);
+      exec_upgrade (cfg, id);
+      pid = spawn (cfg, b, h, -1, sfd, id, &pidfd);
+      attempts = 0;
+      continue;
+    }
     log_warn ("supervisor: server %d %s", (int) pid,
               describe_status (status, why, sizeof why));
     if (!atomic_load (&h->ready) && (!ever_ready || ++attempts > 5)) {

@@ -5,7 +5,8 @@
  * kills it, calls process_mrelease so its memory comes back at once, and
  * starts a new server that re-attaches to the device (ublk user recovery).
  * A server that exits with status 0 has deleted its device: the
- * supervisor then exits too. */
+ * supervisor then exits too; one that exits with SERVER_EXIT_UPGRADE has
+ * handed it over to the next binary. */
 #ifndef UBDKIT_SUPERVISOR_H
 #define UBDKIT_SUPERVISOR_H
 
@@ -15,6 +16,11 @@
 #include "ubdkit/backend.h"
 #include "progress.h"
 #include "ubdev.h"
+
+/* The server's exit status once it handed its device over for `ubdkit
+ * upgrade`: the supervisor then becomes the binary now on disk (exec of
+ * `ubdkit recover`), whose server re-attaches. */
+#define SERVER_EXIT_UPGRADE 3
 
 struct supervisor_config {
   struct ubdev_options dev;

@@ -342,6 +342,11 @@ int backend_connect (struct backend_conn *bc, struct backend *b,
                      const char *export);
 void backend_disconnect (struct backend_conn *bc);
 
+/* The backend's size as it is now (get_size asked again: a file or
+ * block device may have grown), for `ubdkit resize`; b->size is left
+ * alone.  Backends with connect keep the size of the connection. */
+uint64_t backend_query_size (const struct backend *b);
+
 /* The one checking layer: returns 0 if the request may go to the backend,
  * else the negative errno to answer with (-EINVAL, -ENOSPC, -EPERM,
  * -EOPNOTSUPP ...). */

@@ -196,6 +196,16 @@ backend_config (struct backend *b, const char *name, char **argv, int argc,
   return 0;
 }
 
+uint64_t
+backend_query_size (const struct backend *b)
+{
+  /* A connection's size was agreed at connect (an nbdkit plugin answers
+   * get_size for its connection there): keep it. */
+  if (b->ops->connect)
+    return b->size;
+  return b->ops->get_size (b->h);
+}
+
 /* Ask B's handle for its size, capabilities and block sizes, once: the
  * answers are cached in B for backend_check and the frontends. */
 static void

@@ -160,6 +160,35 @@ ubctl_end_recovery (struct ubctl *c, uint32_t id, int32_t pid)
   return ctrl_cmd (c, CMD (END_USER_RECOVERY), id, NULL, 0, pid);
 }
 
+/* The commands below exist only in ioctl form (6.14 and later); without
+ * the feature the caller gets -EOPNOTSUPP, as from a kernel that lacks
+ * the command. */
+static int
+new_cmd (struct ubctl *c, unsigned encoded, uint32_t id, uint64_t data)
+{
+  if (!c->ioctl_encode)
+    return -EOPNOTSUPP;
+  return ctrl_cmd (c, 0, encoded, id, NULL, 0, data);
+}
+
+int
+ubctl_update_size (struct ubctl *c, uint32_t id, uint64_t sectors)
+{
+  return new_cmd (c, UBLK_U_CMD_UPDATE_SIZE, id, sectors);
+}
+
+int
+ubctl_quiesce_dev (struct ubctl *c, uint32_t id, uint64_t timeout_ms)
+{
+  return new_cmd (c, UBLK_U_CMD_QUIESCE_DEV, id, timeout_ms);
+}
+
+int
+ubctl_try_stop_dev (struct ubctl *c, uint32_t id)
+{
+  return new_cmd (c, UBLK_U_CMD_TRY_STOP_DEV, id, 0);
+}
+
 void
 ubctl_feature_names (uint64_t features, char *buf, size_t len)
 {
@@ -182,6 +211,18 @@ ubctl_feature_names (uint64_t features, char *buf, size_t len)
     else
       o += snprintf (buf + o, len - o, "%sbit%u", o ? "|" : "", i);
   }
+}
+
+const char *
+ubctl_recovery_name (uint64_t flags)
+{
+  if (!(flags & UBLK_F_USER_RECOVERY))
+    return "off";
+  if (flags & UBLK_F_USER_RECOVERY_FAIL_IO)
+    return "fail-io";
+  if (flags & UBLK_F_USER_RECOVERY_REISSUE)
+    return "hold";
+  return "hold-new";            /* new requests wait, outstanding ones fail */
 }
 
 const char *

@@ -42,10 +42,19 @@ int ubctl_get_info (struct ubctl *c, uint32_t id,
                     struct ublksrv_ctrl_dev_info *info);
 int ubctl_start_recovery (struct ubctl *c, uint32_t id);
 int ubctl_end_recovery (struct ubctl *c, uint32_t id, int32_t pid);
+/* UPDATE_SIZE (new size in sectors), QUIESCE_DEV (waits up to TIMEOUT_MS,
+ * 0: for ever, for every queue to have an idle tag, then aborts the idle
+ * fetches), TRY_STOP_DEV (STOP_DEV unless the block device has openers:
+ * then -EBUSY).  -EOPNOTSUPP from kernels without them. */
+int ubctl_update_size (struct ubctl *c, uint32_t id, uint64_t sectors);
+int ubctl_quiesce_dev (struct ubctl *c, uint32_t id, uint64_t timeout_ms);
+int ubctl_try_stop_dev (struct ubctl *c, uint32_t id);
 
 /* Feature bits by name, for `ubdkit features` and `list`: writes
  * "name|name|..." into buf. */
 void ubctl_feature_names (uint64_t features, char *buf, size_t len);
+/* The recovery mode of a device's flags: "hold", "fail-io", "off". */
+const char *ubctl_recovery_name (uint64_t flags);
 /* Device state as a word. */
 const char *ubctl_state_name (uint16_t state);
 

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,8 @@ zc_test_fallback (void)
     return 0;
   return strcmp (v, "1") == 0 ? 1 : strcmp (v, "enomem") == 0 ? 2 : 0;
 }
+
+static void queue_settle_tag (struct ubq_tag *t);
 
 static unsigned
 io_cmd_op (const struct ubdev *d, bool first)
@@ -79,6 +82,8 @@ tag_command (struct ubq_tag *t, bool first, int result)
                                           UBLK_AUTO_BUF_REG_FALLBACK);
   else
     cmd->addr = (uintptr_t) t->buf;
+  if (!first && atomic_load_explicit (&q->dev->quiescing, memory_order_relaxed))
+    queue_settle_tag (t);
 }
 
 uint16_t
@@ -281,6 +286,29 @@ queue_end_tag (struct ubq_tag *t)
     ubq_end (t->q);
 }
 
+/* During a quiesce, each tag either has its idle fetch aborted or, being
+ * served, is committed (its re-armed fetch then stays with the kernel,
+ * which gives it no new request and cancels it when the ring goes).  Once
+ * every tag has settled, the commits are pushed to the kernel, so that
+ * nothing is left in flight when the character device is released, and
+ * the queue ends. */
+static void
+queue_settle_tag (struct ubq_tag *t)
+{
+  struct ubq *q = t->q;
+  uint64_t one = 1;
+
+  if (t->settled)
+    return;
+  t->settled = true;
+  if (++q->settled < q->pool.nr_slots)
+    return;
+  io_uring_submit (&q->loop.ring);
+  q->loop.done = true;
+  if (write (q->dev->done_fd, &one, sizeof one) != sizeof one)
+    log_error ("eventfd: %m");
+}
+
 static void
 tag_event (struct loop_event *ev, int res, uint32_t cqe_flags)
 {
@@ -288,6 +316,10 @@ tag_event (struct loop_event *ev, int res, uint32_t cqe_flags)
 
   if (res == UBLK_IO_RES_OK) {
     ubq_tag_serve (t);
+    return;
+  }
+  if (res == UBLK_IO_RES_ABORT && atomic_load (&t->q->dev->quiescing)) {
+    queue_settle_tag (t);         /* a quiesce, not the device going */
     return;
   }
   if (res != UBLK_IO_RES_ABORT)
@@ -495,8 +527,17 @@ add_device (struct ubdev *d, const struct ubdev_options *o)
       return -1;
     }
   }
+  /* UPDATE_SIZE and QUIESCE must be asked for at creation; SAFE_STOP_DEV
+   * is given to every device by the kernels that have it. */
+  want |= UBLK_F_UPDATE_SIZE | UBLK_F_SAFE_STOP_DEV;
   if (o->recovery)
-    want |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+    want |= UBLK_F_USER_RECOVERY | UBLK_F_QUIESCE |
+      (o->fail_io ? UBLK_F_USER_RECOVERY_FAIL_IO : UBLK_F_USER_RECOVERY_REISSUE);
+  if (o->fail_io && !(d->ctl->features & UBLK_F_USER_RECOVERY_FAIL_IO)) {
+    log_error ("ublk: --recovery=fail-io: the kernel lacks "
+               "USER_RECOVERY_FAIL_IO");
+    return -1;
+  }
   if (d->ctl->have_features)
     want &= d->ctl->features;
   else
@@ -669,7 +710,14 @@ ubdev_recover (struct ubdev **out, struct ubctl *ctl, uint32_t id,
     free (d);
     return -1;
   }
-  r = ubctl_start_recovery (ctl, id);
+  /* The old server's character device is released only once the kernel
+   * has torn down its rings, which may be just after it exited. */
+  for (int i = 0; i < 100; i++) {
+    r = ubctl_start_recovery (ctl, id);
+    if (r != -EBUSY)
+      break;
+    nanosleep (&(struct timespec) { 0, 100 * 1000 * 1000 }, NULL);
+  }
   if (r < 0) {
     log_error ("ublk: START_USER_RECOVERY %u: %s%s", id, strerror (-r),
                r == -EBUSY ? " (is its old server still running?)" : "");
@@ -754,4 +802,61 @@ ubdev_stop (struct ubdev *d)
     log_warn ("ublk: DEL_DEV %u: %s", id, strerror (-r));
   else
     log_info ("ublk: device %u deleted", id);
+}
+
+int
+ubdev_resize (struct ubdev *d, uint64_t bytes)
+{
+  uint64_t old = d->b->size;
+  int r;
+
+  if (!(d->info.flags & UBLK_F_UPDATE_SIZE))
+    return -EOPNOTSUPP;
+  /* Requests are checked against b->size on the queue threads: it covers
+   * the new range before the kernel sends requests there, and the old one
+   * until the kernel has stopped. */
+  if (bytes > old)
+    __atomic_store_n (&d->b->size, bytes, __ATOMIC_RELEASE);
+  r = ubctl_update_size (d->ctl, d->info.dev_id, bytes >> 9);
+  if (r < 0) {
+    __atomic_store_n (&d->b->size, old, __ATOMIC_RELEASE);
+    return r;
+  }
+  __atomic_store_n (&d->b->size, bytes, __ATOMIC_RELEASE);
+  log_info ("ublk: device %u resized from %" PRIu64 " to %" PRIu64 " bytes",
+            d->info.dev_id, old, bytes);
+  return 0;
+}
+
+int
+ubdev_quiesce (struct ubdev *d, unsigned timeout_ms)
+{
+  struct pollfd p = { .fd = d->done_fd, .events = POLLIN };
+  unsigned ended = 0;
+  int r;
+
+  if (!(d->info.flags & UBLK_F_QUIESCE))
+    return -EOPNOTSUPP;
+  atomic_store (&d->quiescing, true);
+  r = ubctl_quiesce_dev (d->ctl, d->info.dev_id, timeout_ms);
+  if (r < 0) {
+    atomic_store (&d->quiescing, false);
+    return r;
+  }
+  /* Each queue ends once all its tags have settled (its loop is then
+   * gone: loop_stop would wake a closed eventfd). */
+  while (ended < d->nr_queues) {
+    uint64_t n;
+
+    if (poll (&p, 1, timeout_ms ? (int) timeout_ms : -1) != 1)
+      return -ETIMEDOUT;
+    if (read (d->done_fd, &n, sizeof n) == sizeof n)
+      ended += n;
+  }
+  for (unsigned i = 0; i < d->nr_queues; i++)
+    loop_join (&d->queues[i].loop);
+  /* Releasing the character device leaves the device quiesced (or failing
+   * I/O, with USER_RECOVERY_FAIL_IO) for the next server. */
+  ubdev_free (d);
+  return 0;
 }

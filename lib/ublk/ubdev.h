@@ -34,6 +34,7 @@ struct ubdev_options {
   unsigned queues, depth;
   uint32_t max_io;              /* bytes per request (and per tag buffer) */
   bool recovery;                /* create with user recovery (+reissue) */
+  bool fail_io;                 /* ... failing I/O while no server runs */
   unsigned poll_us;             /* queue threads' longest adaptive poll */
   enum ubdev_zero_copy zero_copy;
   /* Threads serving each queue, tag t by thread t % threads; above 1
@@ -70,6 +71,20 @@ uint64_t ubdev_flags (const struct ubdev *d);
 int ubdev_done_fd (const struct ubdev *d);
 /* Are all queue threads IO_FLUSHERs? */
 bool ubdev_threads_io_flusher (const struct ubdev *d);
+/* UPDATE_SIZE to BYTES (a multiple of the logical block size), with the
+ * backend view's size, against which requests are checked, following.
+ * Control thread only.  Returns 0 or -errno (-EOPNOTSUPP: the device was
+ * created without UBLK_F_UPDATE_SIZE). */
+int ubdev_resize (struct ubdev *d, uint64_t bytes);
+/* Hand the device over to a later server without failing a request:
+ * QUIESCE_DEV (TIMEOUT_MS for every queue to have an idle tag; 0: for
+ * ever), then every request in flight is completed, the queues end and
+ * the character device is released: the device stays, quiesced, for
+ * ubdev_recover.  Frees D on success (0).  On failure (-errno;
+ * -EOPNOTSUPP: created without UBLK_F_QUIESCE; -ETIMEDOUT: requests still
+ * in flight after TIMEOUT_MS) frees nothing, and the caller should hand
+ * over by exiting: the kernel may be holding new requests back already. */
+int ubdev_quiesce (struct ubdev *d, unsigned timeout_ms);
 /* Stop (unless already stopped), join, delete, free. */
 void ubdev_stop (struct ubdev *d);
 

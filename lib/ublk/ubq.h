@@ -4,6 +4,7 @@
 #ifndef UBDKIT_UBQ_H
 #define UBDKIT_UBQ_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -25,6 +26,7 @@ struct ubq_tag {
   uint16_t tag;
   void *buf;
   bool ended;                   /* the kernel aborted this tag */
+  bool settled;                 /* quiescing: aborted, or committed */
 };
 
 /* One thread serving a queue: all its tags, or with UBLK_F_PER_IO_DAEMON
@@ -39,6 +41,7 @@ struct ubq {
   struct ublksrv_io_desc *descs;
   size_t descs_len;
   unsigned ended;
+  unsigned settled;             /* tags settled since the quiesce began */
   bool said_fallback;           /* zero copy: logged our first registration */
   struct ubq_batch *batch;      /* UBLK_F_BATCH_IO: ubbatch.c's state */
 };
@@ -59,6 +62,7 @@ struct ubdev {
   bool zc_test_enomem;          /* tests only: our first try "fails" */
   unsigned poll_us;
   struct ubdev_health *health;
+  atomic_bool quiescing;        /* ubdev_quiesce is under way */
 };
 
 /* ubdev.c: serve the request the kernel handed us in tag T. */

@@ -150,7 +150,23 @@ file_close (void *h)
   free (d);
 }
 
-static uint64_t file_get_size (void *h) { return ((struct file_disk *) h)->size; }
+/* Asked at open, and again by `ubdkit resize` after the file or block
+ * device grew: look again rather than answer what open saw. */
+static uint64_t
+file_get_size (void *h)
+{
+  struct file_disk *d = h;
+  struct stat st;
+  uint64_t size;
+
+  if (d->is_block) {
+    if (ioctl (d->fd, BLKGETSIZE64, &size) == 0)
+      d->size = size;
+  }
+  else if (fstat (d->fd, &st) == 0)
+    d->size = st.st_size;
+  return d->size;
+}
 
 static uint32_t
 file_get_caps (void *h)

@@ -9,7 +9,7 @@ fio --name=busy --filename="$dev" --ioengine=io_uring --direct=1 \
 fio=$!
 sleep 3
 kill -0 $fio || fail "fio did not start"
-"$UBDKIT" del "$(dev_id "$dev")" || fail "del under load"
+"$UBDKIT" del --force "$(dev_id "$dev")" || fail "del --force under load"
 set +e
 wait $fio
 st=$?
@@ -23,7 +23,7 @@ add_dev dev memory size=128M
 mkfs.ext4 -q -F "$dev" && mkdir -p /mnt/busy && mount "$dev" /mnt/busy
 echo data > /mnt/busy/file
 pid=$(server_pid "$dev")
-"$UBDKIT" del "$(dev_id "$dev")" || fail "del under a mounted filesystem"
+"$UBDKIT" del --force "$(dev_id "$dev")" || fail "del --force under a mounted filesystem"
 kill -0 "$pid" 2>/dev/null && fail "server $pid still running"
 umount /mnt/busy 2>/dev/null || true
 [ ! -b "$dev" ] || fail "$dev still exists"

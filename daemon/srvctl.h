@@ -1,0 +1,35 @@
+/* The server's control socket, UBDKIT_RUNDIR/ID.sock: how `ubdkit resize`
+ * and `ubdkit upgrade` reach the process that owns a device's backend.
+ * One request line per connection, one reply line: "ok ..." or
+ * "error MESSAGE".  Only root and the server's own user may connect. */
+#ifndef UBDKIT_SRVCTL_H
+#define UBDKIT_SRVCTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ubdkit/backend.h"
+#include "ubdev.h"
+
+enum srvctl_result {
+  SRVCTL_CONTINUE,              /* keep serving */
+  SRVCTL_QUIESCED,              /* handed over: flush, close, exit */
+  SRVCTL_EXIT_NOW,              /* handed over without quiesce: _exit */
+};
+
+/* Listen for device ID: the socket, or -1 after a warning (resize and
+ * upgrade are then unavailable; the device serves anyway). */
+int srvctl_listen (uint32_t id);
+void srvctl_close (int fd, uint32_t id);
+/* Take one connection from FD and answer its request on DEV, whose
+ * requests are checked against VIEW. */
+enum srvctl_result srvctl_handle (int fd, struct ubdev *dev,
+                                  struct backend *view);
+
+/* Client side: send REQ to the server of device ID and read its reply
+ * into REPLY, waiting up to TIMEOUT_S.  Returns 0, or -1 after printing
+ * why (PROG: the command, for the message). */
+int srvctl_request (const char *prog, uint32_t id, const char *req,
+                    char *reply, size_t len, int timeout_s);
+
+#endif
