@@ -68,10 +68,9 @@ add_usage (void)
 "                         reads and writes the request's own pages\n"
 "                         (UBLK_F_AUTO_BUF_REG, kernel 6.16 and later); by\n"
 "                         default used where kernel and backend offer it\n"
-"      --batch-io, --no-batch-io\n"
-"                         require, or never use, the batch protocol: requests\n"
-"                         fetched and committed in batches (UBLK_F_BATCH_IO);\n"
-"                         by default used where the kernel offers it\n"
+"      --batch-io         fetch and commit requests in batches (UBLK_F_BATCH_IO,\n"
+"                         kernel 7.x; one thread per queue; upgrade without\n"
+"                         quiesce)\n"
 "      --watchdog SECS    restart a server that completes no request for\n"
 "                         SECS while requests wait (default: off)\n"
 "      --io-flusher on|off|require, --no-mlock, --oom-score-adj N|off\n"
@@ -102,8 +101,7 @@ static int
 add_parse (int argc, char **argv, struct add_config *cfg)
 {
   enum { O_MAX_IO = 256, O_FG, O_NO_RECOVERY, O_IOF, O_NO_MLOCK, O_OOM,
-         O_WATCHDOG, O_POLL, O_RECOVERY, O_ZC, O_NO_ZC, O_QTHREADS, O_BATCH,
-         O_NO_BATCH };
+         O_WATCHDOG, O_POLL, O_RECOVERY, O_ZC, O_NO_ZC, O_QTHREADS, O_BATCH };
   static const struct option opts[] = {
     { "id", required_argument, NULL, 'n' },
     { "queues", required_argument, NULL, 'q' },
@@ -118,7 +116,6 @@ add_parse (int argc, char **argv, struct add_config *cfg)
     { "zero-copy", no_argument, NULL, O_ZC },
     { "queue-threads", required_argument, NULL, O_QTHREADS },
     { "batch-io", no_argument, NULL, O_BATCH },
-    { "no-batch-io", no_argument, NULL, O_NO_BATCH },
     { "no-zero-copy", no_argument, NULL, O_NO_ZC },
     { "io-flusher", required_argument, NULL, O_IOF },
     { "no-mlock", no_argument, NULL, O_NO_MLOCK },
@@ -191,8 +188,7 @@ add_parse (int argc, char **argv, struct add_config *cfg)
       cfg->dev.threads = v;
       break;
     case O_ZC: cfg->dev.zero_copy = UBDEV_ZC_ON; break;
-    case O_BATCH: cfg->dev.batch = UBDEV_BATCH_ON; break;
-    case O_NO_BATCH: cfg->dev.batch = UBDEV_BATCH_OFF; break;
+    case O_BATCH: cfg->dev.batch = true; break;
     case O_NO_ZC: cfg->dev.zero_copy = UBDEV_ZC_OFF; break;
     case O_IOF:
       if (progress_parse_io_flusher (optarg, &cfg->progress.io_flusher) == -1)

@@ -174,7 +174,7 @@ srvctl_handle (int fd, struct ubdev *dev, struct backend *view)
   if (!(ubdev_flags (dev) & UBLK_F_QUIESCE)) {
     log_info ("upgrade: no QUIESCE: exiting with requests in flight, which "
               "the kernel re-issues to the next server");
-    reply (c, "ok exit the kernel lacks QUIESCE: the old server exited and "
+    reply (c, "ok exit no QUIESCE on this device: the old server exited and "
            "the kernel re-issues the requests it had in flight");
     close (c);
     return SRVCTL_EXIT_NOW;

@@ -26,8 +26,6 @@
 /* Zero copy (UBLK_F_AUTO_BUF_REG): off, where kernel and backend offer it,
  * or required. */
 enum ubdev_zero_copy { UBDEV_ZC_AUTO, UBDEV_ZC_OFF, UBDEV_ZC_ON };
-/* The batch protocol (UBLK_F_BATCH_IO), likewise. */
-enum ubdev_batch { UBDEV_BATCH_AUTO, UBDEV_BATCH_OFF, UBDEV_BATCH_ON };
 
 struct ubdev_options {
   int32_t id;                   /* -1: the kernel picks */
@@ -40,7 +38,7 @@ struct ubdev_options {
   /* Threads serving each queue, tag t by thread t % threads; above 1
    * needs UBLK_F_PER_IO_DAEMON (each tag its own daemon task). */
   unsigned threads;
-  enum ubdev_batch batch;
+  bool batch;                   /* the batch protocol (UBLK_F_BATCH_IO) */
 };
 
 struct ubdev;

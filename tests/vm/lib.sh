@@ -15,6 +15,12 @@ add_dev () {
 
 dev_id () { echo "${1#/dev/ublkb}"; }
 
+# dev_flags DEV: DEV's ublk flags by name, "A|B|...", from `ubdkit list`.
+dev_flags () {
+  "$UBDKIT" list | awk -v id="$(dev_id "$1")" '
+    $1 == id { found = 1; next } found && /flags:/ { sub(/.*flags: /, ""); print; exit }'
+}
+
 # server_pid DEV: the pid serving DEV, from `ubdkit list --json`.
 server_pid () {
   "$UBDKIT" list --json | tr ',' '\n' | awk -v d="\"$1\"" '

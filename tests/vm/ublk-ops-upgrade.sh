@@ -3,20 +3,22 @@
 # time, as a package upgrade leaves it).  No I/O error, the server pid
 # changes, the supervisor stays, the new server runs the new binary.
 # With QUIESCE the device is quiesced and nothing is in flight at the
-# change; without, the old server exits and the kernel re-issues.
+# change; without (the kernel lacks it, or the device uses the batch
+# protocol), the old server exits and the kernel re-issues.
+# UPGRADE_OPTS: more `ubdkit add` options (tests/vm/ublk-batch.sh).
 . "$VMLIB"
-if "$UBDKIT" features | grep -qw QUIESCE; then
-  how=quiesced; expect="every request in flight completed"
-else
-  how="exit and re-issue (no QUIESCE)"; expect="the kernel lacks QUIESCE"
-fi
 ioerr0=$(dmesg | grep -c "I/O error" || true)   # earlier tests' are theirs
 mkdir -p /tmp/ubd
 cp "$UBDKIT" /tmp/ubd/ubdkit
 U=/tmp/ubd/ubdkit
 truncate -s 512M /tmp/up.img
-dev=$("$U" add -q 2 file file=/tmp/up.img) || fail "add"
+dev=$("$U" add -q 2 ${UPGRADE_OPTS:-} file file=/tmp/up.img) || fail "add"
 id=$(dev_id "$dev")
+if dev_flags "$dev" | grep -qw QUIESCE; then
+  how=quiesced; expect="every request in flight completed"
+else
+  how="exit and re-issue (no QUIESCE)"; expect="no QUIESCE on this device"
+fi
 mkfs.ext4 -q -F "$dev" && mkdir -p /mnt/up && mount "$dev" /mnt/up || fail "ext4 on $dev"
 rm -f /tmp/up.done /tmp/up.fail
 ( n=0

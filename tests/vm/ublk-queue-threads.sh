@@ -41,5 +41,5 @@ for extra in "" --no-zero-copy "memory size=128M"; do
   echo "queue threads' CPU ticks before: $before after: $after"
   [ "$idle" = 0 ] || fail "$idle of the 6 queue threads served nothing"
   del_dev "$dev"
-  ok "2 queues x 3 threads, each serving, fio verify clean: ${opt:-zero copy where offered} $backend"
+  ok "2 queues x 3 threads, each serving, fio verify clean: ${opt:-the default data path} $backend"
 done

@@ -7,9 +7,6 @@
 . "$VMLIB"
 dd if=/dev/zero of=/tmp/zc.img bs=1M count=0 seek=256 2>/dev/null
 
-flags_of () { "$UBDKIT" list | awk -v id="$(dev_id "$1")" '
-  $1 == id { found = 1; next } found && /flags:/ { print $2; exit }'; }
-
 verify () { # DEV WHAT
   fio --name=verify --filename="$1" --ioengine=io_uring --direct=1 \
       --rw=randrw --bs=4k-1M --iodepth=32 --size=128M --verify=crc32c \
@@ -20,7 +17,7 @@ verify () { # DEV WHAT
 
 if ! "$UBDKIT" features | grep -qw AUTO_BUF_REG; then
   add_dev dev file file=/tmp/zc.img
-  case "$(flags_of "$dev")" in *AUTO_BUF_REG*) fail "zero copy on a kernel without it" ;; esac
+  case "$(dev_flags "$dev")" in *AUTO_BUF_REG*) fail "zero copy on a kernel without it" ;; esac
   verify "$dev" "copy path, no AUTO_BUF_REG in the kernel"
   del_dev "$dev"
   ok "without AUTO_BUF_REG in the kernel ($(uname -r)): the file backend copies"
@@ -36,7 +33,7 @@ fi
 # The default: zero copy, with a direct and a buffered file.
 for opt in direct=true direct=false; do
   add_dev dev -q 2 file file=/tmp/zc.img $opt
-  case "$(flags_of "$dev")" in *AUTO_BUF_REG*) ;; *) fail "no AUTO_BUF_REG by default ($opt): $(flags_of "$dev")" ;; esac
+  case "$(dev_flags "$dev")" in *AUTO_BUF_REG*) ;; *) fail "no AUTO_BUF_REG by default ($opt): $(dev_flags "$dev")" ;; esac
   verify "$dev" "zero copy, $opt"
   ok "zero copy by default, fio randrw 4k-1M verify, 2 queues: file $opt"
   del_dev "$dev"
@@ -98,12 +95,12 @@ fi
 
 # Switched off, and the backends that need the bytes.
 add_dev dev --no-zero-copy file file=/tmp/zc.img
-case "$(flags_of "$dev")" in *AUTO_BUF_REG*) fail "--no-zero-copy still zero copy" ;; esac
+case "$(dev_flags "$dev")" in *AUTO_BUF_REG*) fail "--no-zero-copy still zero copy" ;; esac
 verify "$dev" "--no-zero-copy"
 del_dev "$dev"
 ok "--no-zero-copy: the copy path, fio verify clean"
 add_dev dev memory size=128M
-case "$(flags_of "$dev")" in *AUTO_BUF_REG*) fail "a memory backend with zero copy" ;; esac
+case "$(dev_flags "$dev")" in *AUTO_BUF_REG*) fail "a memory backend with zero copy" ;; esac
 del_dev "$dev"
 if "$UBDKIT" add --zero-copy memory size=16M >/tmp/out 2>/tmp/err; then
   fail "--zero-copy accepted for the memory backend"
