@@ -1,103 +1,122 @@
 #!/bin/bash
-# ublk vs the kernel loop device, in one VM boot (tests/vm/vm-run, qemu TCG).
+# ublk against the kernel loop device on each test kernel, one VM boot per
+# kernel (tests/vm/vm-run, qemu TCG), all in one run.
 #
-# The same fio workloads run on /dev/ublkb0 (ubdkit's file backend) and on a
-# loop device (direct I/O) over the same backing file in the guest's tmpfs;
-# we report IOPS, MiB/s and the ratio ublk/loop.  Software emulation makes
-# absolute numbers meaningless: only ratios within one boot are.
+# The backing store is a raw virtio disk (/dev/vda), the deployment case of
+# a disk image on a real device: `ubdkit add file file=/dev/vda direct=true`
+# against `losetup --direct-io=on /dev/vda`, fio io_uring direct on both.
+# ubdkit runs twice where the kernel offers zero copy (UBLK_F_AUTO_BUF_REG):
+# with it (the default) and with --no-zero-copy (the copy path).  The
+# workloads take turns device by device, BENCH_ROUNDS times (default 3),
+# and the tables give medians.  Software emulation makes absolute numbers
+# meaningless: only ratios within one boot are.
 #
-# Usage: bench/ublk-bench.sh [RUNTIME_SECONDS]   (default 8)
-#   BENCH_BACKING=tmpfs (default): the backing file is in the guest's tmpfs,
-#     the file backend buffered: every byte costs ublk one copy more than
-#     loop (bio pages -> request buffer -> tmpfs page, against loop's one),
-#     and under software emulation copies dominate 1 MiB requests.
-#   BENCH_BACKING=disk: the backing file is on ext4 on a virtio disk, and
-#     both sides use O_DIRECT (file backend direct=true, loop
-#     --direct-io=on): the deployment case, a disk image on a real device.
-# Output: a Markdown table on stdout and in bench/results/ublk-DATE[-disk].md.
+# Usage: bench/ublk-bench.sh [RUNTIME_SECONDS]   (default 5)
+#   BENCH_KERNELS="6.12 newest" (default): UBDKIT_VM_KERNEL values.
+#   BENCH_BATCH=1: also `--batch-io` (zero copy), where the kernel offers it.
+# Output: Markdown tables on stdout and in bench/results/ublk-kernels-DATE.md.
+# (Runs before 2026-12-02, bench/results/ublk-2026-11-23*.md, came from an
+# earlier version: one kernel, a tmpfs or ext4 backing file, polling.)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-runtime=${1:-8}
+runtime=${1:-5}
+rounds=${BENCH_ROUNDS:-3}
+kernels=${BENCH_KERNELS:-6.12 newest}
 export UBDKIT=${UBDKIT:-$top/ubdkit}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-backing=${BENCH_BACKING:-tmpfs}
-vmargs=()
-case $backing in
-  tmpfs) dir=/tmp; fileopt= ;;
-  disk)
-    truncate -s 640M "$tmp/disk.img"
-    vmargs=(--disk "$tmp/disk.img")
-    dir=/mnt; fileopt=direct=true ;;
-  *) echo "BENCH_BACKING=$backing: tmpfs or disk" >&2; exit 2 ;;
-esac
-
 cat > "$tmp/inner.sh" <<EOS
 set -e
-if [ $backing = disk ]; then
-  mkfs.ext4 -q -F /dev/vda
-  mkdir -p /mnt && mount /dev/vda /mnt
-fi
-truncate -s 512M $dir/back.img
-dd if=/dev/urandom of=$dir/back.img bs=1M count=512 conv=notrunc,fsync 2>/dev/null
+echo "KERNEL \$(uname -r)"
 run () { # NAME DEV fio-args...
   n=\$1; d=\$2; shift 2
   fio --name=\$n --filename=\$d --ioengine=io_uring --direct=1 --time_based \
       --runtime=$runtime --size=512M --group_reporting --minimal "\$@" |
     awk -F';' -v n="\$n" '{ printf "RESULT %s %d %d %d %d\n", n, \$8, \$49, \$7, \$48 }'
 }
-workloads () { # DEV PREFIX
-  run \$2:randread4k  \$1 --rw=randread  --bs=4k --iodepth=32
-  run \$2:randwrite4k \$1 --rw=randwrite --bs=4k --iodepth=32
-  run \$2:seqread1m   \$1 --rw=read      --bs=1M --iodepth=8
-  run \$2:seqwrite1m  \$1 --rw=write     --bs=1M --iodepth=8
+workloads () { # DEV NAME
+  run \$2:randread4k    \$1 --rw=randread  --bs=4k   --iodepth=32
+  run \$2:randwrite4k   \$1 --rw=randwrite --bs=4k   --iodepth=32
+  run \$2:randread128k  \$1 --rw=randread  --bs=128k --iodepth=16
+  run \$2:randwrite128k \$1 --rw=randwrite --bs=128k --iodepth=16
+  run \$2:seqread1m     \$1 --rw=read      --bs=1M   --iodepth=16
+  run \$2:seqwrite1m    \$1 --rw=write     --bs=1M   --iodepth=16
 }
-dev=\$(\$UBDKIT add -q 2 -d 64 --max-io 1M file file=$dir/back.img $fileopt 2>/dev/null)
-workloads \$dev ublk
-\$UBDKIT del --all
-dev=\$(\$UBDKIT add --poll 100 -q 2 -d 64 --max-io 1M file file=$dir/back.img $fileopt 2>/dev/null)
-workloads \$dev poll
-\$UBDKIT del --all
-loopdev=\$(/usr/sbin/losetup --direct-io=on -f --show $dir/back.img)
-workloads \$loopdev loop
-/usr/sbin/losetup -d \$loopdev
+ublk () { # NAME ADD-OPTIONS...
+  n=\$1; shift
+  dev=\$(\$UBDKIT add "\$@" -q 2 -d 64 --max-io 1M file file=/dev/vda direct=true 2>/dev/null)
+  workloads \$dev \$n
+  \$UBDKIT del --all
+}
+dd if=/dev/urandom of=/dev/vda bs=1M count=512 oflag=direct 2>/dev/null
+zc=no
+\$UBDKIT features | grep -qw AUTO_BUF_REG && zc=yes
+batch=no
+[ "${BENCH_BATCH:-0}" = 1 ] && \$UBDKIT features | grep -qw BATCH_IO && batch=yes
+for r in \$(seq $rounds); do
+  [ \$zc = yes ] && ublk zc
+  [ \$batch = yes ] && ublk batch --batch-io
+  ublk copy --no-zero-copy
+  loopdev=\$(/usr/sbin/losetup --direct-io=on -f --show /dev/vda)
+  workloads \$loopdev loop
+  /usr/sbin/losetup -d \$loopdev
+done
 EOS
 
-"$top/tests/vm/vm-run" --timeout 900 --mem 2048 --carry fio \
-  ${vmargs[@]+"${vmargs[@]}"} "$tmp/inner.sh" \
-  > "$tmp/console.log" 2>&1 || { tail -40 "$tmp/console.log"; exit 1; }
-
 mkdir -p "$top/bench/results"
-suffix=
-if [ $backing = disk ]; then suffix=-disk; fi
-out="$top/bench/results/ublk-$(date -u +%F)$suffix.md"
+out="$top/bench/results/ublk-kernels-$(date -u +%F).md"
 n=2
 while [ -e "$out" ]; do   # never overwrite an earlier run of the day
-  out="$top/bench/results/ublk-$(date -u +%F)$suffix-$n.md"
+  out="$top/bench/results/ublk-kernels-$(date -u +%F)-$n.md"
   n=$((n + 1))
 done
+
+for k in $kernels; do
+  truncate -s 0 "$tmp/disk.img"
+  truncate -s 640M "$tmp/disk.img"
+  UBDKIT_VM_KERNEL=$k "$top/tests/vm/vm-run" --timeout 1800 --mem 2048 \
+    --carry fio --disk "$tmp/disk.img" "$tmp/inner.sh" \
+    > "$tmp/console-$k.log" 2>&1 || { tail -40 "$tmp/console-$k.log"; exit 1; }
+done
+
 {
-  echo "# ublk vs loop, one VM boot (qemu TCG, 2 vCPUs, backing file: $backing)"
+  echo "# ublk (copy and zero copy) vs loop on each kernel (qemu TCG, 2 vCPUs, raw virtio disk)"
   echo
   echo "date $(date -u '+%F %H:%M') UTC; host $(uname -r), $(nproc) CPUs;" \
-       "ubdkit $(git -C "$top" describe --always --dirty); fio runtime ${runtime} s;" \
-       "ubdkit add -q 2 -d 64 --max-io 1M file $fileopt; loop with --direct-io=on"
-  echo
-  echo "ublk: the default (queue threads sleep when idle); ublk --poll 100: the"
-  echo "same device served by queue threads that poll adaptively (up to 100 us)."
-  echo
-  echo "| workload | ublk IOPS | ublk --poll 100 IOPS | loop IOPS | ublk MiB/s | ublk --poll 100 MiB/s | loop MiB/s | ublk/loop | ublk --poll 100/loop |"
-  echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|"
-  grep '^RESULT' "$tmp/console.log" | awk '
-    { split($2, a, ":"); dev = a[1]; w = a[2];
-      iops[dev, w] = $3 + $4; bw[dev, w] = ($5 + $6) / 1024; ws[w] = 1 }
-    END {
-      n = split("randread4k randwrite4k seqread1m seqwrite1m", order, " ")
-      for (i = 1; i <= n; i++) { w = order[i]
-        r = iops["loop", w] ? iops["ublk", w] / iops["loop", w] : 0
-        q = iops["loop", w] ? iops["poll", w] / iops["loop", w] : 0
-        printf "| %s | %d | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f |\n", w,
-          iops["ublk", w], iops["poll", w], iops["loop", w], bw["ublk", w],
-          bw["poll", w], bw["loop", w], r, q } }'
+       "ubdkit $(git -C "$top" describe --always --dirty); fio runtime ${runtime} s," \
+       "$rounds rounds taking turns, medians; ubdkit add -q 2 -d 64 --max-io 1M" \
+       "file file=/dev/vda direct=true (zc: the default, zero copy; batch:" \
+       "--batch-io, zero copy; copy: --no-zero-copy); loop: losetup --direct-io=on /dev/vda"
+  for k in $kernels; do
+    echo
+    echo "## $(sed -n 's/^KERNEL //p' "$tmp/console-$k.log" | tr -d '\r' | head -1)"
+    echo
+    echo "| workload | zc IOPS | batch IOPS | copy IOPS | loop IOPS | zc MiB/s | copy MiB/s | loop MiB/s | zc/loop | batch/loop | copy/loop |"
+    echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    tr -d '\r' < "$tmp/console-$k.log" | grep '^RESULT' | awk '
+      function median(key,    n, i, j, t, v) {
+        n = cnt[key]; if (!n) return 0
+        for (i = 1; i <= n; i++) v[i] = val[key, i]
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
+          if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }
+      { split($2, a, ":"); k = a[1] SUBSEP a[2]
+        cnt[k]++; val[k, cnt[k]] = $3 + $4
+        kb = "bw" SUBSEP k; cnt[kb]++; val[kb, cnt[kb]] = ($5 + $6) / 1024 }
+      END {
+        n = split("randread4k randwrite4k randread128k randwrite128k seqread1m seqwrite1m", order, " ")
+        for (i = 1; i <= n; i++) { w = order[i]
+          z = median("zc" SUBSEP w); c = median("copy" SUBSEP w); l = median("loop" SUBSEP w)
+          bt = median("batch" SUBSEP w)
+          zb = median("bw" SUBSEP "zc" SUBSEP w); cb = median("bw" SUBSEP "copy" SUBSEP w)
+          lb = median("bw" SUBSEP "loop" SUBSEP w)
+          if (z) zs = sprintf("%d", z); else zs = "-"
+          if (z) zbs = sprintf("%.1f", zb); else zbs = "-"
+          if (z && l) zr = sprintf("%.2f", z / l); else zr = "-"
+          if (bt) bs = sprintf("%d", bt); else bs = "-"
+          if (bt && l) br = sprintf("%.2f", bt / l); else br = "-"
+          printf "| %s | %s | %s | %d | %d | %s | %.1f | %.1f | %s | %s | %.2f |\n", w, zs, bs,
+            c, l, zbs, cb, lb, zr, br, l ? c / l : 0 } }'
+  done
 } | tee "$out"

@@ -60,22 +60,34 @@ io_cmd_op (const struct ubdev *d, bool first)
   return first ? UBLK_IO_FETCH_REQ : UBLK_IO_COMMIT_AND_FETCH_REQ;
 }
 
+/* An I/O command OP about tag T on its queue's ring, completing to EV. */
+static struct ublksrv_io_cmd *
+io_cmd (struct ubq_tag *t, struct loop_event *ev, unsigned op,
+        struct io_uring_sqe **sqep)
+{
+  struct io_uring_sqe *sqe = loop_sqe (&t->q->loop, ev);
+  struct ublksrv_io_cmd *cmd = (struct ublksrv_io_cmd *) sqe->cmd;
+
+  memset (sqe, 0, sizeof *sqe);
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = t->q->dev->cdev;
+  sqe->cmd_op = op;
+  io_uring_sqe_set_data (sqe, ev);
+  cmd->q_id = t->q->id;
+  cmd->tag = t->tag;
+  *sqep = sqe;
+  return cmd;
+}
+
 /* Queue FETCH (first) or COMMIT_AND_FETCH with RESULT for tag T. */
 static void
 tag_command (struct ubq_tag *t, bool first, int result)
 {
   struct ubq *q = t->q;
-  struct io_uring_sqe *sqe = loop_sqe (&q->loop, &t->ev);
-  struct ublksrv_io_cmd *cmd;
+  struct io_uring_sqe *sqe;
+  struct ublksrv_io_cmd *cmd = io_cmd (t, &t->ev, io_cmd_op (q->dev, first),
+                                       &sqe);
 
-  memset (sqe, 0, sizeof *sqe);
-  sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = q->dev->cdev;
-  sqe->cmd_op = io_cmd_op (q->dev, first);
-  io_uring_sqe_set_data (sqe, &t->ev);
-  cmd = (struct ublksrv_io_cmd *) sqe->cmd;
-  cmd->q_id = q->id;
-  cmd->tag = t->tag;
   cmd->result = result;
   if (q->dev->zc)
     sqe->addr = UBDKIT_AUTO_BUF_REG_ADDR (ubq_buf_index (t),
@@ -98,20 +110,11 @@ static void
 tag_register (struct ubq_tag *t, bool reg,
               void (*fn) (struct loop_event *, int, uint32_t))
 {
-  struct ubq *q = t->q;
-  struct io_uring_sqe *sqe = loop_sqe (&q->loop, &t->reg_ev);
-  struct ublksrv_io_cmd *cmd;
+  struct io_uring_sqe *sqe;
 
-  memset (sqe, 0, sizeof *sqe);
-  sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = q->dev->cdev;
-  sqe->cmd_op = reg ? UBLK_U_IO_REGISTER_IO_BUF : UBLK_U_IO_UNREGISTER_IO_BUF;
   t->reg_ev.fn = fn;
-  io_uring_sqe_set_data (sqe, &t->reg_ev);
-  cmd = (struct ublksrv_io_cmd *) sqe->cmd;
-  cmd->q_id = q->id;
-  cmd->tag = t->tag;
-  cmd->addr = t->tag;
+  io_cmd (t, &t->reg_ev, reg ? UBLK_U_IO_REGISTER_IO_BUF
+                             : UBLK_U_IO_UNREGISTER_IO_BUF, &sqe)->addr = t->tag;
 }
 
 static void

@@ -15,6 +15,18 @@ add_dev () {
 
 dev_id () { echo "${1#/dev/ublkb}"; }
 
+# refused WHY ARGS...: `ubdkit add ARGS` must fail, saying WHY (a grep
+# pattern), and leave no device behind (call it with no other device).
+refused () {
+  _why=$1; shift
+  if "$UBDKIT" add "$@" >/tmp/refused.out 2>/tmp/refused.err; then
+    fail "ubdkit add $* was accepted"
+  fi
+  grep -q "$_why" /tmp/refused.err ||
+    { cat /tmp/refused.err; fail "ubdkit add $*: refused without saying '$_why'"; }
+  [ -z "$(ls /sys/class/ublk-char 2>/dev/null)" ] || fail "the refused ubdkit add $* left a device"
+}
+
 # dev_flags DEV: DEV's ublk flags by name, "A|B|...", from `ubdkit list`.
 dev_flags () {
   "$UBDKIT" list | awk -v id="$(dev_id "$1")" '
