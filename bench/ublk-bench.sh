@@ -14,6 +14,8 @@
 # Usage: bench/ublk-bench.sh [RUNTIME_SECONDS]   (default 5)
 #   BENCH_KERNELS="6.12 newest" (default): UBDKIT_VM_KERNEL values.
 #   BENCH_BATCH=1: also `--batch-io` (zero copy), where the kernel offers it.
+#   BENCH_BASELINE=PATH: also an earlier ubdkit binary, with its defaults
+#     (the "base" column: what a change is measured against, same boot).
 # Output: Markdown tables on stdout and in bench/results/ublk-kernels-DATE.md.
 # (Runs before 2026-12-02, bench/results/ublk-2026-11-23*.md, came from an
 # earlier version: one kernel, a tmpfs or ext4 backing file, polling.)
@@ -43,12 +45,13 @@ workloads () { # DEV NAME
   run \$2:seqread1m     \$1 --rw=read      --bs=1M   --iodepth=16
   run \$2:seqwrite1m    \$1 --rw=write     --bs=1M   --iodepth=16
 }
-ublk () { # NAME ADD-OPTIONS...
-  n=\$1; shift
-  dev=\$(\$UBDKIT add "\$@" -q 2 -d 64 --max-io 1M file file=/dev/vda direct=true 2>/dev/null)
+ublk_with () { # BINARY NAME ADD-OPTIONS...
+  u=\$1; n=\$2; shift 2
+  dev=\$(\$u add "\$@" -q 2 -d 64 --max-io 1M file file=/dev/vda direct=true 2>/dev/null)
   workloads \$dev \$n
-  \$UBDKIT del --all
+  \$u del --all
 }
+ublk () { ublk_with \$UBDKIT "\$@"; }
 dd if=/dev/urandom of=/dev/vda bs=1M count=512 oflag=direct 2>/dev/null
 zc=no
 \$UBDKIT features | grep -qw AUTO_BUF_REG && zc=yes
@@ -58,6 +61,7 @@ for r in \$(seq $rounds); do
   [ \$zc = yes ] && ublk zc
   [ \$batch = yes ] && ublk batch --batch-io
   ublk copy --no-zero-copy
+  [ -x /baseline/ubdkit ] && ublk_with /baseline/ubdkit base
   loopdev=\$(/usr/sbin/losetup --direct-io=on -f --show /dev/vda)
   workloads \$loopdev loop
   /usr/sbin/losetup -d \$loopdev
@@ -75,8 +79,9 @@ done
 for k in $kernels; do
   truncate -s 0 "$tmp/disk.img"
   truncate -s 640M "$tmp/disk.img"
-  UBDKIT_VM_KERNEL=$k "$top/tests/vm/vm-run" --timeout 1800 --mem 2048 \
-    --carry fio --disk "$tmp/disk.img" "$tmp/inner.sh" \
+  UBDKIT_VM_KERNEL=$k "$top/tests/vm/vm-run" --timeout 2400 --mem 2048 \
+    --carry fio ${BENCH_BASELINE:+--carry "$BENCH_BASELINE=/baseline/ubdkit"} \
+    --disk "$tmp/disk.img" "$tmp/inner.sh" \
     > "$tmp/console-$k.log" 2>&1 || { tail -40 "$tmp/console-$k.log"; exit 1; }
 done
 
@@ -92,8 +97,8 @@ done
     echo
     echo "## $(sed -n 's/^KERNEL //p' "$tmp/console-$k.log" | tr -d '\r' | head -1)"
     echo
-    echo "| workload | zc IOPS | batch IOPS | copy IOPS | loop IOPS | zc MiB/s | copy MiB/s | loop MiB/s | zc/loop | batch/loop | copy/loop |"
-    echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    echo "| workload | zc IOPS | batch IOPS | copy IOPS | base IOPS | loop IOPS | zc MiB/s | copy MiB/s | loop MiB/s | zc/loop | batch/loop | copy/loop | base/loop |"
+    echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     tr -d '\r' < "$tmp/console-$k.log" | grep '^RESULT' | awk '
       function median(key,    n, i, j, t, v) {
         n = cnt[key]; if (!n) return 0
@@ -108,7 +113,7 @@ done
         n = split("randread4k randwrite4k randread128k randwrite128k seqread1m seqwrite1m", order, " ")
         for (i = 1; i <= n; i++) { w = order[i]
           z = median("zc" SUBSEP w); c = median("copy" SUBSEP w); l = median("loop" SUBSEP w)
-          bt = median("batch" SUBSEP w)
+          bt = median("batch" SUBSEP w); ba = median("base" SUBSEP w)
           zb = median("bw" SUBSEP "zc" SUBSEP w); cb = median("bw" SUBSEP "copy" SUBSEP w)
           lb = median("bw" SUBSEP "loop" SUBSEP w)
           if (z) zs = sprintf("%d", z); else zs = "-"
@@ -116,7 +121,9 @@ done
           if (z && l) zr = sprintf("%.2f", z / l); else zr = "-"
           if (bt) bs = sprintf("%d", bt); else bs = "-"
           if (bt && l) br = sprintf("%.2f", bt / l); else br = "-"
-          printf "| %s | %s | %s | %d | %d | %s | %.1f | %.1f | %s | %s | %.2f |\n", w, zs, bs,
-            c, l, zbs, cb, lb, zr, br, l ? c / l : 0 } }'
+          if (ba) bas = sprintf("%d", ba); else bas = "-"
+          if (ba && l) bar = sprintf("%.2f", ba / l); else bar = "-"
+          printf "| %s | %s | %s | %d | %s | %d | %s | %.1f | %.1f | %s | %s | %.2f | %s |\n", w, zs, bs,
+            c, bas, l, zbs, cb, lb, zr, br, l ? c / l : 0, bar } }'
   done
 } | tee "$out"
