@@ -73,6 +73,7 @@ struct ubq_batch {
   bool page_in_ring, fetching, fetch_ended;
   /* Commits. */
   struct commit_buf bufs[2];
+  size_t bufs_len;              /* bytes of each */
   unsigned cur;                 /* the one collecting */
   struct loop_work commit_work;
   unsigned in_service;          /* taken, not yet committed */
@@ -255,7 +256,7 @@ ubq_batch_init (struct ubq *q)
 {
   size_t n = q->pool.nr_slots;
   struct ubq_batch *b = calloc (1, sizeof *b);
-  size_t page = sysconf (_SC_PAGESIZE), len;
+  size_t page = sysconf (_SC_PAGESIZE);
 
   if (!b)
     fatal ("calloc: %m");
@@ -265,11 +266,11 @@ ubq_batch_init (struct ubq *q)
   b->flags = q->dev->zc ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK
                         : UBLK_BATCH_F_HAS_BUF_ADDR;
   b->page = (n * 2 + page - 1) & ~(page - 1);
-  len = (n * b->elem_bytes + page - 1) & ~(page - 1);
+  b->bufs_len = (n * b->elem_bytes + page - 1) & ~(page - 1);
   b->br = resident_map (page);
   b->tags = resident_map (b->page);
-  b->bufs[0].elems = resident_map (len);
-  b->bufs[1].elems = resident_map (len);
+  b->bufs[0].elems = resident_map (b->bufs_len);
+  b->bufs[1].elems = resident_map (b->bufs_len);
   if (!b->br || !b->tags || !b->bufs[0].elems || !b->bufs[1].elems) {
     log_error ("ublk q%u: batch buffers: %m", q->id);
     return -1;
@@ -317,18 +318,17 @@ void
 ubq_batch_free (struct ubq *q)
 {
   struct ubq_batch *b = q->batch;
-  size_t page = sysconf (_SC_PAGESIZE), len;
+  size_t page = sysconf (_SC_PAGESIZE);
 
   if (!b)
     return;
-  len = (q->pool.nr_slots * b->elem_bytes + page - 1) & ~(page - 1);
   if (b->br)
     munmap (b->br, page);
   if (b->tags)
     munmap (b->tags, b->page);
   for (int i = 0; i < 2; i++)
     if (b->bufs[i].elems)
-      munmap (b->bufs[i].elems, len);
+      munmap (b->bufs[i].elems, b->bufs_len);
   free (b);
   q->batch = NULL;
 }
