@@ -46,6 +46,8 @@ INFO_BLOCK_SIZE = 3
 # Transmission flags (from NBD_INFO_EXPORT).
 TFLAG_HAS_FLAGS = 1 << 0
 TFLAG_READ_ONLY = 1 << 1
+TFLAG_SEND_FLUSH = 1 << 2
+TFLAG_SEND_FUA = 1 << 3
 
 # Requests and simple replies.
 REQUEST_MAGIC = 0x25609513
@@ -269,6 +271,14 @@ class Conn:
             elif len(data) == 14 and struct.unpack(">H", data[:2])[0] == \
                     INFO_BLOCK_SIZE:
                 self.block_size = struct.unpack(">III", data[2:])
+
+    def export_name(self, name=b"", no_zeroes=True):
+        """NBD_OPT_EXPORT_NAME: the old way into transmission (simple
+        replies).  Sets size and tflags."""
+        self.send_option(OPT_EXPORT_NAME, name)
+        data = self.recv_exact(10 if no_zeroes else 134)
+        self.size, self.tflags = struct.unpack(">QH", data[:10])
+        return self
 
     def open(self, name=b""):
         """Handshake and GO in one step; raise if GO fails."""

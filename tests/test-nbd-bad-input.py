@@ -177,6 +177,43 @@ def case_bad_client_flags(rw, ro):
         expect_closed(c, "client flags 0xfffffffc (unknown bits)")
 
 
+def case_plain_newstyle(rw, ro):
+    # A client without NBD_FLAG_C_FIXED_NEWSTYLE (plain newstyle), with and
+    # without NO_ZEROES: NBD_OPT_EXPORT_NAME takes it to transmission.
+    for cflags, nz in ((0, False), (nbdraw.FLAG_C_NO_ZEROES, True)):
+        with Conn(rw.sock, TIMEOUT) as c:
+            c.handshake(cflags=cflags)
+            c.export_name(b"", no_zeroes=nz)
+            expect(c.size > 0, "plain newstyle (flags %d): size %d"
+                   % (cflags, c.size))
+            expect_read_ok(c, rw)
+    # Any other option from such a client: the server hangs up.
+    with Conn(rw.sock, TIMEOUT) as c:
+        c.handshake(cflags=0)
+        c.send_option(nbdraw.OPT_GO, b"\0" * 6)
+        expect_closed(c, "NBD_OPT_GO from a plain newstyle client")
+
+
+def case_fua_on_every_command(rw, ro):
+    # NBD_FLAG_SEND_FUA advertised: the server must accept FUA on every
+    # command; it means something to writes only.
+    with Conn(rw.sock, TIMEOUT).open() as c:
+        expect(c.tflags & nbdraw.TFLAG_SEND_FUA,
+               "export lacks NBD_FLAG_SEND_FUA (flags 0x%x)" % c.tflags)
+        for cmd, length in ((nbdraw.CMD_READ, 4096), (nbdraw.CMD_FLUSH, 0),
+                            (nbdraw.CMD_CACHE, 4096)):
+            read_len = length if cmd == nbdraw.CMD_READ else 0
+            c.send_request(cmd, 4096 if length else 0, length, handle=9,
+                           flags=nbdraw.CMD_FLAG_FUA)
+            err, _, data = c.recv_reply(read_len)
+            expect(err == 0, "%s with FUA: %s" % (nbdraw.cmd_name(cmd),
+                                                   err_name(err)))
+            if cmd == nbdraw.CMD_READ:
+                expect(data == rw.contents(4096, 4096),
+                       "READ with FUA returned wrong data")
+        expect_read_ok(c, rw)
+
+
 def case_bad_option_magic(rw, ro):
     with Conn(rw.sock, TIMEOUT) as c:
         c.handshake()
@@ -316,6 +353,8 @@ def case_read_only_write(rw, ro):
 
 CASES = [
     ("bad client flags", case_bad_client_flags),
+    ("plain newstyle client: EXPORT_NAME only", case_plain_newstyle),
+    ("FUA on READ, FLUSH, CACHE accepted", case_fua_on_every_command),
     ("bad option magic (not IHAVEOPT)", case_bad_option_magic),
     ("close during greeting", case_close_in_greeting),
     ("truncated option (close mid-option)", case_truncated_option),

@@ -397,9 +397,10 @@ static int
 step_flags (struct conn *c, const unsigned char *p)
 {
   c->cflags = get32 (p);
-  if (!(c->cflags & NBDP_FLAG_C_FIXED_NEWSTYLE) ||
-      (c->cflags & ~(NBDP_FLAG_C_FIXED_NEWSTYLE | NBDP_FLAG_C_NO_ZEROES))) {
-    log_ratelimited ("%s: client flags 0x%x refused (fixed newstyle only)",
+  /* Without FIXED_NEWSTYLE, a plain newstyle client (as old nbd-client
+   * and qemu were): it may send NBD_OPT_EXPORT_NAME only. */
+  if (c->cflags & ~(NBDP_FLAG_C_FIXED_NEWSTYLE | NBDP_FLAG_C_NO_ZEROES)) {
+    log_ratelimited ("%s: client flags 0x%x refused (unknown bits)",
                      c->peer, c->cflags);
     return -1;
   }
@@ -416,6 +417,13 @@ step_header (struct conn *c, const unsigned char *p)
   }
   c->opt = get32 (p + 8);
   c->optlen = get32 (p + 12);
+  if (!(c->cflags & NBDP_FLAG_C_FIXED_NEWSTYLE) &&
+      c->opt != NBDP_OPT_EXPORT_NAME) {
+    /* A plain newstyle server cannot answer other options: it hangs up. */
+    log_ratelimited ("%s: option %u from a client without fixed newstyle: "
+                     "closing", c->peer, c->opt);
+    return -1;
+  }
   if (c->optlen <= CONN_RBUF - NBDP_OPT_HEADER_SIZE)
     c->hs_state = HS_OPT_DATA;
   else if (c->opt == NBDP_OPT_EXPORT_NAME || c->optlen > OPT_DISCARD_MAX) {

@@ -584,6 +584,11 @@ validate (struct req *r)
       return -EINVAL;
     f &= ~NBDP_CMD_FLAG_PAYLOAD_LEN;
   }
+  /* With SEND_FUA advertised every command may carry FUA (the spec says
+   * the server MUST accept it); it means something to writes only. */
+  if ((f & NBDP_CMD_FLAG_FUA) && (c->tflags & NBDP_FLAG_SEND_FUA) &&
+      !(commands[r->type].allowed & NBDP_CMD_FLAG_FUA))
+    f &= ~NBDP_CMD_FLAG_FUA;
   if (f & ~commands[r->type].allowed)
     return -EINVAL;
   if ((f & NBDP_CMD_FLAG_DF) && !c->structured)
