@@ -4,7 +4,8 @@
 #   ./quickstart.sh check                          install, build, run the tests
 # Installs the Debian packages ubdkit builds and tests with, builds with
 # warnings as errors, then serves (default: a 1 GiB memory disk on
-# nbd://localhost:10809/) or runs `make check`, `make distcheck`, `make
+# nbd://localhost:10809/, bound to localhost unless --bind or -U is given)
+# or runs `make check`, `make distcheck`, `make
 # check-sanitizers` (the tests again, built with ASan+UBSan) and the NBD
 # fuzzer for 120 s (fuzz/run-fuzz.sh).
 set -eu
@@ -46,7 +47,12 @@ case "$mode" in
   serve)
     install_deps $BUILD_DEPS
     build
-    exec ./ubdkit serve "$@"
+    # A writable disk is no business of the network's: localhost only,
+    # unless told where (--bind ADDR) or told to use a Unix socket (-U).
+    case " $* " in
+      *" --bind"*|*" -U"*) exec ./ubdkit serve "$@" ;;
+      *) exec ./ubdkit serve --bind localhost "$@" ;;
+    esac
     ;;
   check)
     install_deps $BUILD_DEPS $TEST_DEPS
