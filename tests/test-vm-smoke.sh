@@ -3,6 +3,7 @@
 # runs as root there with every capability: --io-flusher=require starts,
 # and every thread of a running server has PF_MEMALLOC_NOIO and
 # PF_LOCAL_THROTTLE (what PR_SET_IO_FLUSHER sets) in /proc/PID/task/*/stat.
+# `ubdkit features` answers, with a name for every feature bit it knows.
 # It also checks vm-run itself: a guest whose kernel crashes while booting
 # is booted again (UBDKIT_VM_BOOT_TRIES), and the run still fails.
 source "${srcdir:-.}/functions.sh"
@@ -44,11 +45,37 @@ kill -0 "$pid" 2>/dev/null && fail "server $pid still running 5 s after SIGTERM"
 [ $bad = 0 ] || fail "some of the $n threads lack the IO_FLUSHER flags"
 echo "ok - all $n threads have PF_MEMALLOC_NOIO|PF_LOCAL_THROTTLE"
 
-if "$UBDKIT" features > /tmp/features 2>&1; then
-  echo "ubdkit features: $(tr '\n' ' ' < /tmp/features)"
-else
-  echo "note: ubdkit features failed: $(cat /tmp/features)"
-fi
+# ubdkit features: "0xMASK NAME..." with one name per set bit.  Both test
+# kernels answer GET_FEATURES (6.5 and later).  ubdkit names bits 0 to
+# $named_bits; a bit it knows may never print as "bitN" (so on 7.3, whose
+# bits go up to 20, none may), and a later kernel's unknown bits are noted.
+named_bits=20
+"$UBDKIT" features > /tmp/features 2>&1 ||
+  fail "ubdkit features: exit $?: $(cat /tmp/features)"
+echo "ubdkit features: $(cat /tmp/features)"
+grep -q 'does not answer GET_FEATURES' /tmp/features &&
+  fail "ubdkit features: the kernel ($VMTEST_KERNEL) does not answer GET_FEATURES"
+[ "$(wc -l < /tmp/features)" = 1 ] || fail "ubdkit features: expected one line"
+set -- $(cat /tmp/features)
+mask=$1; shift
+case "$mask" in 0x[0-9a-f]*) ;; *) fail "ubdkit features: '$mask' is not a hex mask" ;; esac
+bits=0 top=-1 i=0
+while [ $i -lt 64 ]; do
+  [ $(( (mask >> i) & 1 )) = 1 ] && { bits=$((bits + 1)); top=$i; }
+  i=$((i + 1))
+done
+[ $bits -gt 0 ] || fail "ubdkit features: empty mask $mask"
+[ $# = $bits ] || fail "ubdkit features: $# names for the $bits bits of $mask"
+for name; do
+  case "$name" in
+    bit[0-9]*)
+      n=${name#bit}
+      [ "$n" -gt $named_bits ] ||
+        fail "ubdkit features: bit $n, a bit ubdkit knows, printed as $name"
+      echo "note: the kernel has feature $name, newer than ubdkit knows" ;;
+  esac
+done
+echo "ok - ubdkit features: $bits bits (highest $top), one name each, no bitN among bits 0-$named_bits"
 EOF
 
 "$srcdir/vm/vm-run" --timeout 120 "$tmp/smoke.sh" 2> "$tmp/smoke.err" ||

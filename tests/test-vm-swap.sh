@@ -8,6 +8,8 @@
 #   ublk-file-buffered  ublk-file without direct=true (not run by default:
 #                it livelocks, see docs/forward-progress.md)
 # The file backend runs with direct=true unless FILE_OPTS says otherwise.
+# The hogs' time limits assume the guest has the machine's CPUs: each boot
+# is a vm-run --exclusive (no other VM test's guest meanwhile).
 # Inner scripts: tests/vm/swap-*.sh; the hog is tests/memhog.c.
 #
 # Environment: VM_SWAP_SCENARIOS (default: ublk-file ublk-memory writeback;
@@ -56,7 +58,7 @@ for s in $scenarios; do
   [ -n "${FILE_OPTS+set}" ] && envs+=(--env "FILE_OPTS=$FILE_OPTS")
   echo "=== $s${UBDKIT_PROT:+ (server: $UBDKIT_PROT)}"
   st=0
-  "$vm/vm-run" "${args[@]}" --timeout "$timeout" --carry "$vm/lib.sh=/vmlib.sh" \
+  "$vm/vm-run" --exclusive "${args[@]}" --timeout "$timeout" --carry "$vm/lib.sh=/vmlib.sh" \
     --carry "$memhog=/ubdkit/memhog" "${envs[@]}" "$vm/swap-$script.sh" \
     > "$tmp/$s.raw" 2>&1 || st=$?
   tr -d '\r' < "$tmp/$s.raw" > "$tmp/$s.log"
