@@ -299,7 +299,6 @@ static void
 queue_settle_tag (struct ubq_tag *t)
 {
   struct ubq *q = t->q;
-  uint64_t one = 1;
 
   if (t->settled)
     return;
@@ -307,9 +306,7 @@ queue_settle_tag (struct ubq_tag *t)
   if (++q->settled < q->pool.nr_slots)
     return;
   io_uring_submit (&q->loop.ring);
-  q->loop.done = true;
-  if (write (q->dev->done_fd, &one, sizeof one) != sizeof one)
-    log_error ("eventfd: %m");
+  ubq_end (q);
 }
 
 static void
@@ -373,8 +370,6 @@ queue_init (struct ubdev *d, struct ubq *q, uint16_t id, uint16_t daemon)
 
   q->dev = d;
   q->id = id;
-  q->daemon = daemon;
-  q->nr_daemons = d->threads;
   q->descs_len = (depth * sizeof (struct ublksrv_io_desc) + page - 1) &
                  ~(page - 1);
   q->descs = mmap (NULL, q->descs_len, PROT_READ, MAP_SHARED | MAP_POPULATE,

@@ -30,12 +30,13 @@ struct ubq_tag {
 };
 
 /* One thread serving a queue: all its tags, or with UBLK_F_PER_IO_DAEMON
- * and several threads per queue, the tags t with t % nr_daemons == daemon. */
+ * and several threads per queue (d->threads), the tags t with
+ * t % threads == its index among them (the slots hold tags i * threads +
+ * index). */
 struct ubq {
   struct loop loop;
   struct ubdev *dev;
   uint16_t id;
-  uint16_t daemon, nr_daemons;
   struct request_pool pool;
   struct ubq_tag **tags;
   struct ublksrv_io_desc *descs;
