@@ -34,11 +34,4 @@ ok "del refuses a device open by a process ($how): $(cat /tmp/del.err)"
 del_dev "$dev"
 ok "del once nobody holds the device"
 
-add_dev dev memory size=64M
-mkfs.ext4 -q -F "$dev" && mount "$dev" /mnt/od || fail "ext4 on $dev"
-pid=$(server_pid "$dev")
-"$UBDKIT" del --force "$(dev_id "$dev")" || fail "del --force under a mounted filesystem"
-kill -0 "$pid" 2>/dev/null && fail "server $pid still running after del --force"
-umount /mnt/od 2>/dev/null || true
-[ ! -b "$dev" ] || fail "$dev still exists after del --force"
-ok "del --force deletes a mounted device"
+# del --force of a mounted device: tests/vm/ublk-del-busy.sh (test-vm-ublk).
