@@ -16,7 +16,7 @@ BUILD_DEPS="build-essential autoconf automake libtool pkg-config
 TEST_DEPS="libnbd-bin python3-libnbd nbdkit nbdfuse fuse3 qemu-utils fio
   nbd-client e2fsprogs util-linux procps psmisc
   qemu-system-x86 qemu-system-data busybox-static cpio xz-utils
-  valgrind clang libclang-rt-14-dev"
+  valgrind clang libclang-rt-14-dev gnutls-bin"
 
 install_deps () {
   missing=
