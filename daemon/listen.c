@@ -136,6 +136,7 @@ listeners_open (struct listeners *ls, const struct serve_config *cfg)
 {
   memset (ls, 0, sizeof *ls);
   ls->port = -1;
+  ls->tls = cfg->server.tls.mode != TLS_OFF;
   if (cfg->unix_path && listen_unix (ls, cfg->unix_path) == -1)
     return -1;
   if (cfg->port && listen_tcp (ls, cfg->bind_addr, cfg->port) == -1)
@@ -188,11 +189,13 @@ listeners_uri (const struct listeners *ls, const char *name, char *buf,
 {
   char ename[3 * 4096 + 1];
 
+  const char *s = ls->tls ? "s" : "";
+
   uri_escape (name, ename, sizeof ename);
   if (ls->unix_path)
-    snprintf (buf, len, "nbd+unix:///%s?socket=%s", ename, ls->unix_path);
+    snprintf (buf, len, "nbd%s+unix:///%s?socket=%s", s, ename, ls->unix_path);
   else if (strchr (ls->host, ':'))
-    snprintf (buf, len, "nbd://[%s]:%d/%s", ls->host, ls->port, ename);
+    snprintf (buf, len, "nbd%s://[%s]:%d/%s", s, ls->host, ls->port, ename);
   else
-    snprintf (buf, len, "nbd://%s:%d/%s", ls->host, ls->port, ename);
+    snprintf (buf, len, "nbd%s://%s:%d/%s", s, ls->host, ls->port, ename);
 }

@@ -17,10 +17,14 @@ enum {
   OPT_BIND = 256, OPT_RUN, OPT_DEPTH, OPT_BUFFER_SIZE, OPT_MAX_CONNECTIONS,
   OPT_DAEMONIZE, OPT_IO_FLUSHER, OPT_NO_MLOCK, OPT_OOM_SCORE_ADJ,
   OPT_DESCRIPTION, OPT_WORKERS, OPT_HANDSHAKE_TIMEOUT, OPT_POLL,
+  OPT_TLS, OPT_TLS_CERTIFICATES, OPT_TLS_PSK, OPT_TLS_VERIFY_PEER,
+  OPT_TLS_ALLOW_DN, OPT_TLS_PRIORITY, OPT_TLS_KTLS,
 };
 
 #define MAX_EXPORTS 64
 static const char *extra_exports[MAX_EXPORTS];
+#define MAX_ALLOW_DN 64
+static const char *allow_dn[MAX_ALLOW_DN];
 
 static const struct option long_options[] = {
   { "unix", required_argument, NULL, 'U' },
@@ -43,6 +47,13 @@ static const struct option long_options[] = {
   { "io-flusher", required_argument, NULL, OPT_IO_FLUSHER },
   { "no-mlock", no_argument, NULL, OPT_NO_MLOCK },
   { "oom-score-adj", required_argument, NULL, OPT_OOM_SCORE_ADJ },
+  { "tls", required_argument, NULL, OPT_TLS },
+  { "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
+  { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+  { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
+  { "tls-allow-dn", required_argument, NULL, OPT_TLS_ALLOW_DN },
+  { "tls-priority", required_argument, NULL, OPT_TLS_PRIORITY },
+  { "tls-ktls", required_argument, NULL, OPT_TLS_KTLS },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
@@ -70,6 +81,18 @@ serve_usage (void)
 "      --max-connections N  at most N clients at once (default 512)\n"
 "      --handshake-timeout S  close clients that have not chosen an export\n"
 "                           within S seconds (default 30)\n"
+"\n"
+"TLS (docs/tls.md):\n"
+"      --tls off|on|require  offer TLS (on), or serve TLS clients only\n"
+"                           (require); default off\n"
+"      --tls-certificates DIR  X.509: ca-cert.pem, server-cert.pem,\n"
+"                           server-key.pem, optional ca-crl.pem\n"
+"      --tls-psk FILE       pre-shared keys (psktool's format)\n"
+"      --tls-verify-peer    clients must show a certificate of the CA\n"
+"      --tls-allow-dn DN    only clients whose certificate has this subject\n"
+"                           DN (repeatable; implies --tls-verify-peer)\n"
+"      --tls-priority STR   GnuTLS priority string\n"
+"      --tls-ktls auto|off  kernel TLS where it can be used (default auto)\n"
 "\n"
 "Process:\n"
 "      --run 'CMD'          run CMD with $uri, $unixsocket, $port, $exportname\n"
@@ -164,6 +187,31 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
   case OPT_OOM_SCORE_ADJ:
     return progress_parse_oom_score_adj (arg, &cfg->progress) == -1
       ? bad ("--oom-score-adj (-1000 to 1000, or off)", arg) : 0;
+  case OPT_TLS:
+    if (strcmp (arg, "off") == 0)
+      cfg->server.tls.mode = TLS_OFF;
+    else if (strcmp (arg, "on") == 0)
+      cfg->server.tls.mode = TLS_ON;
+    else if (strcmp (arg, "require") == 0)
+      cfg->server.tls.mode = TLS_REQUIRE;
+    else
+      return bad ("--tls (off, on or require)", arg);
+    return 0;
+  case OPT_TLS_CERTIFICATES: cfg->server.tls.certificates = arg; return 0;
+  case OPT_TLS_PSK: cfg->server.tls.psk = arg; return 0;
+  case OPT_TLS_VERIFY_PEER: cfg->server.tls.verify_peer = true; return 0;
+  case OPT_TLS_ALLOW_DN:
+    if (cfg->server.tls.nr_allow_dn == MAX_ALLOW_DN)
+      return bad ("--tls-allow-dn (too many)", arg);
+    allow_dn[cfg->server.tls.nr_allow_dn++] = arg;
+    cfg->server.tls.verify_peer = true;
+    return 0;
+  case OPT_TLS_PRIORITY: cfg->server.tls.priority = arg; return 0;
+  case OPT_TLS_KTLS:
+    if (strcmp (arg, "auto") && strcmp (arg, "off"))
+      return bad ("--tls-ktls (auto or off)", arg);
+    cfg->server.tls.ktls = strcmp (arg, "auto") == 0;
+    return 0;
   case 'v':
     log_more_verbose ();
     return 0;
@@ -187,6 +235,8 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
   cfg->server.workers = 8;
   cfg->server.handshake_timeout = 30;
   cfg->server.poll_us = LOOP_POLL_DEFAULT_US;
+  cfg->server.tls.ktls = true;
+  cfg->server.tls.allow_dn = allow_dn;
   cfg->progress = progress_defaults;
   optind = 1;
   opterr = 0;
@@ -227,6 +277,13 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
   if (strlen (cfg->export_name) > 4096 ||
       (cfg->description && strlen (cfg->description) > 4096)) {
     fprintf (stderr, "ubdkit serve: export name and description are limited to 4096 bytes\n");
+    return -1;
+  }
+  if (cfg->server.tls.mode == TLS_OFF &&
+      (cfg->server.tls.certificates || cfg->server.tls.psk ||
+       cfg->server.tls.verify_peer)) {
+    fprintf (stderr, "ubdkit serve: TLS options without --tls=on or "
+             "--tls=require\n");
     return -1;
   }
   if (cfg->daemonize && cfg->run) {

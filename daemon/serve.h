@@ -42,6 +42,7 @@ struct listeners {
   char *tmpdir;                 /* for -U - */
   int port;                     /* the bound TCP port, or -1 */
   const char *host;             /* for the URI */
+  bool tls;                     /* nbds:// */
 };
 int listeners_open (struct listeners *ls, const struct serve_config *cfg);
 void listeners_close (struct listeners *ls);

@@ -25,6 +25,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "tls.h"
 
 static void recv_done (struct loop_event *ev, int res, uint32_t flags);
 static void send_done (struct loop_event *ev, int res, uint32_t flags);
@@ -78,10 +79,15 @@ conn_avail (const struct conn *c)
 static void
 post_recv (struct conn *c, void *dst, uint32_t len, int flags)
 {
-  struct io_uring_sqe *sqe = loop_sqe (&c->nl->loop, &c->recv_ev);
+  struct io_uring_sqe *sqe;
 
-  io_uring_prep_recv (sqe, c->fd, dst, len, flags);
   c->recv_busy = true;
+  if (tls_userspace (c)) {
+    tls_recv (c, &(struct iovec) { dst, len }, 1);
+    return;
+  }
+  sqe = loop_sqe (&c->nl->loop, &c->recv_ev);
+  io_uring_prep_recv (sqe, c->fd, dst, len, flags);
 }
 
 /* Ask for more input into the buffer. */
@@ -109,7 +115,10 @@ recv_more (struct conn *c)
     conn_fail (c);
     return;
   }
-  post_recv (c, c->rbuf + c->rend, CONN_RBUF - c->rend, 0);
+  if (c->rwant > c->rend)
+    post_recv (c, c->rbuf + c->rend, c->rwant - c->rend, 0);
+  else
+    post_recv (c, c->rbuf + c->rend, CONN_RBUF - c->rend, 0);
 }
 
 void
@@ -142,13 +151,18 @@ iov_tail (struct iovec *dst, unsigned max, const struct iovec *src,
 void
 conn_recv_payload_mapped (struct conn *c, struct req *r)
 {
-  struct io_uring_sqe *sqe = loop_sqe (&c->nl->loop, &c->recv_ev);
+  struct io_uring_sqe *sqe;
 
   memset (&c->rmsg, 0, sizeof c->rmsg);
   c->rmsg.msg_iov = c->riov;
   c->rmsg.msg_iovlen = iov_tail (c->riov, REQ_IOV, r->iov, r->niov, r->have);
-  io_uring_prep_recvmsg (sqe, c->fd, &c->rmsg, MSG_WAITALL);
   c->recv_busy = true;
+  if (tls_userspace (c)) {
+    tls_recv (c, c->riov, c->rmsg.msg_iovlen);
+    return;
+  }
+  sqe = loop_sqe (&c->nl->loop, &c->recv_ev);
+  io_uring_prep_recvmsg (sqe, c->fd, &c->rmsg, MSG_WAITALL);
 }
 
 static void
@@ -157,6 +171,8 @@ recv_done (struct loop_event *ev, int res, uint32_t flags)
   struct conn *c = container_of (ev, struct conn, recv_ev);
 
   c->recv_busy = false;
+  if (res == -EIO && c->tls)
+    res = tls_ktls_control (c);  /* a TLS record other than data */
   if (res <= 0) {
     if (res < 0 && res != -ECONNRESET && res != -EPIPE)
       log_ratelimited ("%s: recv: %s", c->peer, strerror (-res));
@@ -370,10 +386,14 @@ conn_send_tbuf (struct conn *c)
 
   if (c->dead)
     return;
+  c->send_busy = true;
+  if (tls_userspace (c)) {
+    tls_send (c, &(struct iovec) { c->tbuf + c->toff, c->tlen - c->toff }, 1);
+    return;
+  }
   sqe = loop_sqe (&c->nl->loop, &c->send_ev);
   io_uring_prep_send (sqe, c->fd, c->tbuf + c->toff, c->tlen - c->toff,
                       MSG_NOSIGNAL);
-  c->send_busy = true;
 }
 
 static void
@@ -469,9 +489,13 @@ send_replies (struct conn *c)
   memset (&c->msg, 0, sizeof c->msg);
   c->msg.msg_iov = c->iov;
   c->msg.msg_iovlen = n;
+  c->send_busy = true;
+  if (tls_userspace (c)) {
+    tls_send (c, c->iov, n);
+    return;
+  }
   sqe = loop_sqe (&c->nl->loop, &c->send_ev);
   io_uring_prep_sendmsg (sqe, c->fd, &c->msg, MSG_NOSIGNAL);
-  c->send_busy = true;
 }
 
 static void
@@ -567,6 +591,7 @@ conn_maybe_close (struct conn *c)
   if (backend_disconnect_start (&c->bconn, &nl->loop, disconnect_done) == 1)
     return;
   log_debug ("%s: closed", c->peer);
+  tls_close (c);                /* close_notify, if TLS is up */
   close (c->fd);
   c->in_use = false;
   c->next_free = nl->free_conns;

@@ -15,9 +15,10 @@
 #include "internal.h"
 #include "log.h"
 #include "protocol.h"
+#include "tls.h"
 #include "wire.h"
 
-enum { HS_FLAGS, HS_OPT_HEADER, HS_OPT_DATA, HS_OPT_DISCARD };
+enum { HS_FLAGS, HS_OPT_HEADER, HS_OPT_DATA, HS_OPT_DISCARD, HS_TLS };
 
 /* Options larger than the input buffer, up to this size, are read and
  * thrown away so negotiation can go on; larger ones close the connection. */
@@ -359,10 +360,22 @@ opt_abort (struct conn *c, const unsigned char *data)
   c->after_reply_close = true;
 }
 
+/* The reply goes out in plaintext; then the TLS handshake (tls.c) runs
+ * in the HS_TLS state, and the negotiation starts over inside TLS. */
 static void
 opt_starttls (struct conn *c, const unsigned char *data)
 {
-  reply_error (c, NBDP_REP_ERR_UNSUP, "TLS is not configured");
+  if (tls_mode == TLS_OFF)
+    reply_error (c, NBDP_REP_ERR_UNSUP, "TLS is not configured");
+  else if (c->tls_up)
+    reply_error (c, NBDP_REP_ERR_INVALID, "TLS is already negotiated");
+  else if (c->optlen)
+    reply_error (c, NBDP_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+  else {
+    reply (c, NBDP_REP_ACK, NULL, 0);
+    tls_begin (c);
+    c->hs_state = HS_TLS;
+  }
 }
 
 typedef void (*option_fn) (struct conn *c, const unsigned char *data);
@@ -385,7 +398,18 @@ run_option (struct conn *c, const unsigned char *data)
   option_fn fn = c->opt < sizeof options / sizeof options[0]
     ? options[c->opt] : NULL;
 
-  if (fn)
+  if (tls_mode == TLS_REQUIRE && !c->tls_up &&
+      c->opt != NBDP_OPT_STARTTLS && c->opt != NBDP_OPT_ABORT) {
+    /* Nothing but STARTTLS before TLS; EXPORT_NAME has no error reply. */
+    if (c->opt == NBDP_OPT_EXPORT_NAME) {
+      log_ratelimited ("%s: NBD_OPT_EXPORT_NAME without TLS, which is "
+                       "required: closing", c->peer);
+      c->dead = true;
+      return;
+    }
+    reply_error (c, NBDP_REP_ERR_TLS_REQD, "TLS is required");
+  }
+  else if (fn)
     fn (c, data);
   else
     reply_error (c, NBDP_REP_ERR_UNSUP, "unknown option");
@@ -475,6 +499,17 @@ handshake_step (struct conn *c)
       return -1;
     }
     return 1;
+  case HS_TLS:
+    used = tls_handshake_step (c);
+    if (used == 2) {
+      c->hs_state = HS_OPT_HEADER;
+      return 1;
+    }
+    if (used == -1) {
+      conn_fail (c);
+      return -1;
+    }
+    return used;
   default: /* HS_OPT_DISCARD */
     if (avail == 0)
       return 0;

@@ -3,6 +3,8 @@
  *   handshake.c     option negotiation
  *   transmission.c  requests and replies
  *   server.c        loops, pools, hand-off of accepted sockets
+ *   tls.c           STARTTLS: the handshake, kTLS (tls.h)
+ *   tls-record.c    TLS records in userspace where kTLS cannot be used
  * All of it is owned by one loop thread; nothing here is locked except
  * the hand-off queue in struct nbd_loop.
  */
@@ -75,6 +77,13 @@ struct conn {
   bool read_done;               /* no more input wanted (EOF, DISC, stop) */
   enum conn_phase phase;
   char peer[64];
+  /* TLS (tls.c): the connection's state from STARTTLS on; tls_up once
+   * the handshake is over and the client authorized. */
+  struct tls_conn *tls;
+  bool tls_up;
+  uint32_t rwant;               /* recv no more than this in the buffer
+                                 * (0: all it holds): the TLS handshake
+                                 * reads a record at a time */
 
   /* Input. */
   unsigned char rbuf[CONN_RBUF];

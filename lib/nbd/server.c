@@ -173,6 +173,8 @@ server_start (const struct server_options *o, const struct export *exports,
 {
   server_exports = exports;
   server_nr_exports = nr_exports;
+  if (tls_setup (&o->tls) == -1)
+    return -1;
   nr_loops = o->threads;
   loops = calloc (nr_loops, sizeof *loops);
   if (!loops) {
@@ -232,6 +234,7 @@ server_stop (void)
   free (loops);
   loops = NULL;
   nr_loops = 0;
+  tls_cleanup ();
 }
 
 bool

@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "ubdkit/backend.h"
+#include "tls.h"
 
 /* One export: a name clients ask for and the backend serving it.
  * The caller owns the strings and the backend; they must outlive the
@@ -32,6 +33,7 @@ struct server_options {
   unsigned workers;             /* threads for backends that block */
   unsigned handshake_timeout;   /* seconds to finish negotiating */
   unsigned poll_us;             /* longest adaptive poll (0: none) */
+  struct tls_options tls;       /* NBD_OPT_STARTTLS (tls.h) */
 };
 
 /* Start the loops and their pools.  EXPORTS[0] is the default export (the
