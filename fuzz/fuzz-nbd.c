@@ -12,6 +12,11 @@
  * If it does not (a hang, a connection slot never released) the target
  * aborts, so the input that caused it is the one reported.
  *
+ * FUZZ_NBD_TLS=on|require: the server offers or requires TLS, with PSK
+ * credentials: the fuzzer then explores options before STARTTLS, the
+ * refusals of --tls=require and whatever a client sends as its TLS
+ * handshake (fuzz/corpus-tls has seeds).
+ *
  * The same file builds without libFuzzer: fuzz/replay.c calls these
  * functions for every file of the corpus and the regressions (make check).
  */
@@ -70,8 +75,21 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   };
   const char *t = getenv ("FUZZ_NBD_TIMEOUT");
 
+  const char *tls = getenv ("FUZZ_NBD_TLS");
+  static char psk[64];
+
   if (t)
     timeout_s = atof (t);
+  if (tls) {
+    FILE *f;
+    snprintf (psk, sizeof psk, "/tmp/fuzz-nbd-%d.psk", (int) getpid ());
+    f = fopen (psk, "w");
+    if (!f || fputs ("alice:0123456789abcdef0123456789abcdef\n", f) < 0 ||
+        fclose (f) != 0)
+      abort ();
+    o.tls.mode = strcmp (tls, "on") == 0 ? TLS_ON : TLS_REQUIRE;
+    o.tls.psk = psk;
+  }
   verbose = getenv ("FUZZ_NBD_VERBOSE") != NULL;
   log_quiet = true;
   if (backend_config (&disk, "memory", params, 1, false) == -1 ||

@@ -6,7 +6,8 @@
 # Builds fuzz/fuzz-nbd if needed: in place when this tree is configured
 # with --enable-fuzzing, else in a private copy of the sources under
 # fuzz/work/build (configured with CC=clang --enable-fuzzing), so a normal
-# gcc build here is left alone.  Seeds: fuzz/corpus and fuzz/regressions;
+# gcc build here is left alone.  Seeds: fuzz/corpus and fuzz/regressions
+# (fuzz/corpus-tls for the third of the time TLS is required);
 # what the fuzzer learns goes to fuzz/work/corpus (not committed).
 # Exits 1 if the fuzzer found a crash, leak, hang or timeout; its inputs
 # are then in fuzz/crashes/ (replay one with `fuzz-nbd FILE`, and add it
@@ -32,7 +33,7 @@ else
   # Copy the tracked sources and the uncommitted changes to them; cp -u
   # keeps timestamps, so make rebuilds only what changed.
   (cd "$top" && git ls-files -co --exclude-standard -z |
-     grep -zv '^fuzz/\(work\|crashes\|corpus\|regressions\)/' |
+     grep -zv '^fuzz/\(work\|crashes\|corpus\|corpus-tls\|regressions\)/' |
      xargs -0 cp -u --parents --preserve=timestamps -t "$build")
   if [ ! -f "$build/Makefile" ]; then
     echo "$0: configuring a fuzzing build in $build"
@@ -44,20 +45,35 @@ else
   fuzzer="$build/fuzz/fuzz-nbd"
 fi
 
-before=$(ls "$crashes" | wc -l)
-set +e
-"$fuzzer" -max_len=65536 -max_total_time="$seconds" -timeout=60 \
-  -rss_limit_mb=4096 -print_final_stats=1 \
-  -artifact_prefix="$crashes/" \
-  "$work/corpus" "$here/corpus" "$here/regressions" 2>&1 |
-  tee "$work/fuzz.log" |
-  grep --line-buffered -E '(DONE|pulse|INITED|ERROR|SUMMARY|stat::|fuzz-nbd:|Test unit written)'
-status=${PIPESTATUS[0]}
-set -e
-after=$(ls "$crashes" | wc -l)
-if [ "$status" -ne 0 ] || [ "$after" -gt "$before" ]; then
-  echo "$0: the fuzzer found a problem (exit $status); full log: $work/fuzz.log" >&2
-  ls -l "$crashes" >&2
-  exit 1
+# Two thirds of the time on the plaintext server, one third on one that
+# requires TLS (FUZZ_NBD_TLS, see fuzz-nbd.c), each with its own corpus.
+run () {
+  local secs=$1 corpus=$2
+  shift 2
+  before=$(ls "$crashes" | wc -l)
+  mkdir -p "$corpus"
+  set +e
+  "$fuzzer" -max_len=65536 -max_total_time="$secs" -timeout=60 \
+    -rss_limit_mb=4096 -print_final_stats=1 \
+    -artifact_prefix="$crashes/" \
+    "$corpus" "$@" 2>&1 |
+    tee -a "$work/fuzz.log" |
+    grep --line-buffered -E '(DONE|pulse|INITED|ERROR|SUMMARY|stat::|fuzz-nbd:|Test unit written)'
+  status=${PIPESTATUS[0]}
+  set -e
+  after=$(ls "$crashes" | wc -l)
+  if [ "$status" -ne 0 ] || [ "$after" -gt "$before" ]; then
+    echo "$0: the fuzzer found a problem (exit $status${FUZZ_NBD_TLS:+, FUZZ_NBD_TLS=$FUZZ_NBD_TLS}); full log: $work/fuzz.log" >&2
+    ls -l "$crashes" >&2
+    exit 1
+  fi
+}
+: > "$work/fuzz.log"
+tls_secs=$(( seconds / 3 ))
+run $(( seconds - tls_secs )) "$work/corpus" "$here/corpus" "$here/regressions"
+if [ "$tls_secs" -gt 0 ]; then
+  export FUZZ_NBD_TLS=require
+  run "$tls_secs" "$work/corpus-tls" "$here/corpus-tls" "$here/corpus"
+  unset FUZZ_NBD_TLS
 fi
 echo "$0: no crash, leak or hang in $seconds s"

@@ -75,10 +75,17 @@ tls_record_start (struct conn *c)
   t->plain = malloc (TLS_MAX_RECORD);
   t->cout = malloc (TLS_COUT_SIZE);
   t->scratch = malloc (TLS_MAX_PLAIN + 1);
-  if (!t->cin || !t->plain || !t->cout || !t->scratch ||
-      dir_init (&t->rd, t->s, 1, cipher) == -1 ||
-      dir_init (&t->wr, t->s, 0, cipher) == -1)
+  if (!t->cin || !t->plain || !t->cout || !t->scratch) {
+    log_ratelimited ("%s: TLS: no memory for the record buffers: closing",
+                     c->peer);
     return -1;
+  }
+  if (dir_init (&t->rd, t->s, 1, cipher) == -1 ||
+      dir_init (&t->wr, t->s, 0, cipher) == -1) {
+    log_ratelimited ("%s: TLS: cannot take the session's keys: closing",
+                     c->peer);
+    return -1;
+  }
   t->cin_ev.fn = cin_done;
   t->cout_ev.fn = cout_done;
   t->rx_work = (struct loop_work) { .fn = rx_deliver_work };

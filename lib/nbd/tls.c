@@ -24,6 +24,8 @@
 #define TCP_ULP 31
 #endif
 
+#define TLS_AEADS "-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305"
+
 enum tls_mode tls_mode = TLS_OFF;
 static struct tls_options opts;
 static gnutls_certificate_credentials_t x509_creds;
@@ -118,8 +120,10 @@ tls_setup (const struct tls_options *o)
       return -1;
     }
   }
+  /* By default only the ciphers whose records we carry, kernel or not. */
   prio = o->priority ? o->priority
-    : o->psk ? "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK" : "NORMAL";
+    : o->psk ? "NORMAL:" TLS_AEADS ":+ECDHE-PSK:+DHE-PSK:+PSK"
+    : "NORMAL:" TLS_AEADS;
   if ((r = gnutls_priority_init (&priority, prio, &err_pos)) < 0) {
     log_error ("--tls-priority '%s': %s%s%s", prio, gnutls_strerror (r),
                err_pos ? " at " : "", err_pos ? err_pos : "");
@@ -419,11 +423,8 @@ established (struct conn *c)
   if (r == -1)
     return -1;
   t->ktls = r == 1;
-  if (!t->ktls && tls_record_start (c) == -1) {
-    log_ratelimited ("%s: TLS: no memory for the record buffers: closing",
-                     c->peer);
-    return -1;
-  }
+  if (!t->ktls && tls_record_start (c) == -1)
+    return -1;                  /* said why */
   t->user = !t->ktls;
   log_debug ("%s: TLS %s %s, %s: %s", c->peer,
              gnutls_protocol_get_name (gnutls_protocol_get_version (t->s)),
