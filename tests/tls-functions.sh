@@ -39,7 +39,8 @@ requires_tls () {
 # OPTIONS on a memory disk of 64 MiB, its stderr in $tmp/NAME.log; wait
 # until it serves.  Sets pid_NAME, and sock_NAME (unix) or port_NAME (tcp,
 # on 127.0.0.1).  TLS_SIZE (default 64M) and TLS_BACKEND (ubdkit's backend
-# words, default "memory size=$TLS_SIZE") change the disk.
+# words, default "memory size=$TLS_SIZE") change the disk; TLS_ENV (an
+# array of NAME=VALUE) is the server's extra environment.
 tls_start () {
   local name=$1 transport=$2 listen pid i log="$tmp/$1.log" sock port=
   shift 2
@@ -53,9 +54,9 @@ tls_start () {
   rm -f "$tmp/$name.pid"
   if tls_ubdkit; then
     # shellcheck disable=SC2086
-    "$UBDKIT" serve -v "${listen[@]}" "$@" ${TLS_BACKEND:-memory size=${TLS_SIZE:-64M}} 2> "$log" &
+    env ${TLS_ENV[@]+"${TLS_ENV[@]}"} "$UBDKIT" serve -v "${listen[@]}" "$@" ${TLS_BACKEND:-memory size=${TLS_SIZE:-64M}} 2> "$log" &
   else
-    nbdkit -f -v "${listen[@]}" -P "$tmp/$name.pid" "$@" memory "${TLS_SIZE:-64M}" 2> "$log" &
+    env ${TLS_ENV[@]+"${TLS_ENV[@]}"} nbdkit -f -v "${listen[@]}" -P "$tmp/$name.pid" "$@" memory "${TLS_SIZE:-64M}" 2> "$log" &
   fi
   pid=$!
   cleanup_fn "kill $pid 2>/dev/null; wait $pid 2>/dev/null"
