@@ -22,6 +22,7 @@ FLAG_C_NO_ZEROES = 1 << 1
 OPT_EXPORT_NAME = 1
 OPT_ABORT = 2
 OPT_LIST = 3
+OPT_STARTTLS = 5
 OPT_INFO = 6
 OPT_GO = 7
 OPT_STRUCTURED_REPLY = 8
@@ -37,6 +38,7 @@ REP_ERR_BIT = 1 << 31
 REP_ERR_UNSUP = REP_ERR_BIT | 1
 REP_ERR_POLICY = REP_ERR_BIT | 2
 REP_ERR_INVALID = REP_ERR_BIT | 3
+REP_ERR_TLS_REQD = REP_ERR_BIT | 5
 REP_ERR_UNKNOWN = REP_ERR_BIT | 6
 REP_ERR_TOO_BIG = REP_ERR_BIT | 9
 REP_ERR_EXT_HEADER_REQD = REP_ERR_BIT | 10
@@ -103,6 +105,7 @@ def rep_name(rep):
     names = {REP_ACK: "ACK", REP_SERVER: "SERVER", REP_INFO: "INFO",
              REP_META_CONTEXT: "META_CONTEXT", REP_ERR_UNSUP: "ERR_UNSUP",
              REP_ERR_POLICY: "ERR_POLICY", REP_ERR_INVALID: "ERR_INVALID",
+             REP_ERR_TLS_REQD: "ERR_TLS_REQD",
              REP_ERR_UNKNOWN: "ERR_UNKNOWN", REP_ERR_TOO_BIG: "ERR_TOO_BIG",
              REP_ERR_EXT_HEADER_REQD: "ERR_EXT_HEADER_REQD"}
     return names.get(rep, "0x%x" % rep)
@@ -121,10 +124,14 @@ def err_name(err):
 
 
 class Conn:
-    """One raw connection to an NBD server on a Unix socket."""
+    """One raw connection to an NBD server on a Unix socket (path) or
+    over TCP ((host, port))."""
 
     def __init__(self, path, timeout=10.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if isinstance(path, tuple):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
         self.size = None
@@ -227,6 +234,16 @@ class Conn:
         if rep == REP_ACK and opt == OPT_EXTENDED_HEADERS:
             self.structured = self.extended = True
         return rep, rdata
+
+    def starttls(self, context, hostname="localhost"):
+        """NBD_OPT_STARTTLS, then the TLS handshake with an ssl.SSLContext:
+        everything after goes through TLS.  Returns the reply type; the
+        handshake is done only on NBD_REP_ACK."""
+        rep, _ = self.option(OPT_STARTTLS)
+        if rep == REP_ACK:
+            self.sock = context.wrap_socket(self.sock,
+                                            server_hostname=hostname)
+        return rep
 
     def set_meta_context(self, queries, name=b""):
         """NBD_OPT_SET_META_CONTEXT; returns ([(id, name)], final reply)."""
