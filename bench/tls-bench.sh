@@ -22,7 +22,7 @@
 # ubdkit/nbdkit ratios of both for each TLS kind.  The machine has 2
 # cores shared by client and server: CPU per request is the number to
 # compare (see bench/README.md and nbd-bench.sh).  ubdkit on a host
-# without the kernel's tls module always uses GnuTLS record I/O; in a VM
+# without the kernel's tls module always uses userspace TLS records; in a VM
 # with it, kTLS.
 #
 # Usage: bench/tls-bench.sh   (not part of make check)

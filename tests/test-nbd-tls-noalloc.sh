@@ -2,7 +2,7 @@
 # The NBD I/O path over TLS does not allocate: test-nbd-no-alloc.sh's check
 # (alloc-counter.so LD_PRELOADed into the server: no call to the malloc
 # family, mmap, munmap, mremap, brk or pthread_create; no RSS growth) with
-# --tls=require and PSK over a Unix socket, so GnuTLS record I/O (the host
+# --tls=require and PSK over a Unix socket, so userspace TLS records (the host
 # has no kernel TLS).  The TLS handshake itself allocates (gnutls_init and
 # the handshake state are GnuTLS's), so the counted window starts once
 # four connections are up and have each done one request, and ends before

@@ -9,7 +9,7 @@
 # unprivileged user, X.509 over TCP) runs randrw with crc32c verify.
 # --tls=on serves plaintext and TLS clients alike; --run's $uri is
 # nbds+unix:// or nbds:// under --tls.  For ubdkit also: each TLS
-# connection's -v line says "GnuTLS record I/O" (the host has no kernel
+# connection's -v line says "userspace TLS records" (the host has no kernel
 # TLS), names the PSK user or the client DN; --tls-ktls=off and
 # --tls-priority work.  SERVER=nbdkit runs the same against nbdkit (what
 # only ubdkit logs is then not checked).
@@ -100,11 +100,11 @@ good_client xu "$(x509_uri xu "$T/noclient")" "X.509 without client certificate"
 qemu_check xu "tls-creds-x509,id=tls0,dir=$T/client,endpoint=client" "qemu X.509 over Unix"
 qemu_check xt "tls-creds-x509,id=tls0,dir=$T/client,endpoint=client" "qemu X.509 over TCP"
 if host_has_ktls; then
-  echo "note: this host has kernel TLS: not checking for GnuTLS record I/O"
+  echo "note: this host has kernel TLS: not checking for userspace TLS records"
 else
-  ubdkit_says xu 'GnuTLS record I/O' "X.509 over Unix"
-  ubdkit_says xt 'GnuTLS record I/O' "X.509 over TCP"
-  tls_ubdkit && grep TLS "$tmp/xt.log" | grep -q kTLS &&
+  ubdkit_says xu 'userspace TLS records' "X.509 over Unix"
+  ubdkit_says xt 'userspace TLS records' "X.509 over TCP"
+  tls_ubdkit && grep TLS "$tmp/xt.log" | grep -qE ': kTLS$' &&
     fail "ubdkit said kTLS on a host without the tls module"
 fi
 
@@ -145,7 +145,7 @@ roundtrip pt "$(psk_uri pt alice "$T/keys.psk")" "PSK over TCP"
 good_client pu "$(psk_uri pu bob "$T/keys.psk")" "PSK, user bob"
 ubdkit_says pu "psk user 'alice'" "PSK over Unix"
 ubdkit_says pu "psk user 'bob'" "PSK, user bob"
-host_has_ktls || ubdkit_says pt 'GnuTLS record I/O' "PSK over TCP"
+host_has_ktls || ubdkit_says pt 'userspace TLS records' "PSK over TCP"
 # qemu's tls-creds-psk reads DIR/keys.psk.
 qemu_check pu "tls-creds-psk,id=tls0,dir=$T,username=alice,endpoint=client" "qemu PSK over Unix"
 qemu_check pt "tls-creds-psk,id=tls0,dir=$T,username=alice,endpoint=client" "qemu PSK over TCP"
@@ -182,7 +182,7 @@ for transport in unix tcp; do
   got=$(cat "$tmp/run.uri")
   case $transport:$got in
     unix:nbds+unix:///\?socket=*) ;;
-    tcp:nbds://localhost:*/) ;;
+    tcp:nbds://127.0.0.1:*/) ;;
     *) fail "--run over $transport: \$uri is '$got'" ;;
   esac
   [ "$(cat "$tmp/run.out")" = 8388608 ] || fail "--run over $transport: nbdinfo said $(cat "$tmp/run.out")"
@@ -190,10 +190,10 @@ for transport in unix tcp; do
 done
 
 if tls_ubdkit; then
-  # --tls-ktls=off: GnuTLS record I/O always; a priority string.
+  # --tls-ktls=off: userspace TLS records always; a priority string.
   tls_start ko unix "${X509[@]}" --tls-ktls=off
   good_client ko "$(x509_uri ko "$T/client")" "--tls-ktls=off"
-  ubdkit_says ko 'GnuTLS record I/O' "--tls-ktls=off"
+  ubdkit_says ko 'userspace TLS records' "--tls-ktls=off"
   tls_start pr unix "${X509[@]}" --tls-priority='NORMAL:-VERS-ALL:+VERS-TLS1.2'
   good_client pr "$(x509_uri pr "$T/client")" "--tls-priority TLS 1.2 only"
   if timeout 10 "$UBDKIT" serve -U "$tmp/bad.sock" "${X509[@]}" \

@@ -412,8 +412,8 @@ established (struct conn *c)
 
   peer_identity (c, who, sizeof who, &dn);
   if (!dn_allowed (&dn)) {
-    log_ratelimited ("%s: TLS client '%s' is not on the --tls-allow-dn "
-                     "list: closing", c->peer,
+    log_ratelimited ("%s: TLS handshake failed: client '%s' is not on the "
+                     "--tls-allow-dn list", c->peer,
                      dn.data ? (char *) dn.data : "(no certificate)");
     gnutls_free (dn.data);
     return -1;
@@ -478,6 +478,13 @@ tls_handshake_step (struct conn *c)
  fail:
   c->dead = true;
   return -1;
+}
+
+void
+tls_handshake_cut (struct conn *c, int res)
+{
+  log_ratelimited ("%s: TLS handshake failed: %s", c->peer, res == 0
+                   ? "the client hung up" : strerror (-res));
 }
 
 int

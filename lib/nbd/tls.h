@@ -49,6 +49,8 @@ struct tls_conn;
 
 /* The handshake state's step (handshake.c): as handshake_step returns. */
 int tls_handshake_step (struct conn *c);
+/* The input ended (RES: 0 or a negative errno) during the handshake. */
+void tls_handshake_cut (struct conn *c, int res);
 /* After STARTTLS was answered: what the client sent behind it is dropped
  * (it came in plaintext), and the next handshake_step starts TLS. */
 void tls_begin (struct conn *c);
