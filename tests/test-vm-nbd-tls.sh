@@ -5,7 +5,7 @@
 # -cacertfile -tlshostname attaches /dev/nbd0; ext4 made, written, fsck'd,
 # checksums across a remount; then nbdinfo and nbdcopy over TLS read what
 # nbd-client wrote and round-trip 32 MiB, and ubdkit's -v log says kTLS for
-# those connections; --tls-ktls=off says GnuTLS record I/O.  Inner script:
+# those connections; --tls-ktls=off says userspace TLS records.  Inner script:
 # tests/vm/nbd-client-tls.sh.  Certificates: tls-setup.sh, made here and
 # carried in.
 source "${srcdir:-.}/functions.sh"
