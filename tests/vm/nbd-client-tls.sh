@@ -80,6 +80,36 @@ grep TLS /tmp/srv.err | grep -q 'userspace TLS records' &&
 kill -TERM $srv; wait $srv || fail "ubdkit exited non-zero on SIGTERM"
 grep -iE 'error|warn' /tmp/srv.err && fail "the server logged errors or warnings"
 
+# Every AEAD kTLS is given, in TLS 1.3 and 1.2, X.509 and PSK: an 8 MiB
+# round trip each, and the log names the cipher and says kTLS.
+dd if=/dev/urandom of=/tmp/c.img bs=1M count=8 2>/dev/null
+port=10820
+for spec in "x509 NORMAL:-CIPHER-ALL:+CHACHA20-POLY1305 TLS1.3 CHACHA20-POLY1305" \
+            "x509 NORMAL:-VERS-TLS1.3:-CIPHER-ALL:+CHACHA20-POLY1305 TLS1.2 CHACHA20-POLY1305" \
+            "x509 NORMAL:-CIPHER-ALL:+AES-128-GCM TLS1.3 AES-128-GCM" \
+            "psk NORMAL:-CIPHER-ALL:+AES-128-GCM:+ECDHE-PSK:+PSK TLS1.3 AES-128-GCM" \
+            "psk NORMAL:-VERS-TLS1.3:-CIPHER-ALL:+AES-256-GCM:+ECDHE-PSK:+PSK TLS1.2 AES-256-GCM"; do
+  set -- $spec
+  port=$((port + 1))
+  if [ "$1" = psk ]; then
+    start c$port --bind 127.0.0.1 -p $port --tls=require --tls-psk="$TLSDIR/keys.psk" \
+      --tls-priority="$2" memory size=8M
+    u="nbds://alice@localhost:$port/?tls-psk-file=$TLSDIR/keys.psk"
+  else
+    start c$port --bind 127.0.0.1 -p $port --tls=require --tls-certificates="$TLSDIR/server" \
+      --tls-priority="$2" memory size=8M
+    u="nbds://localhost:$port/?tls-certificates=$C"
+  fi
+  nbdcopy /tmp/c.img "$u" && nbdcopy "$u" /tmp/c2.img || fail "$spec: nbdcopy"
+  cmp /tmp/c.img /tmp/c2.img || fail "$spec: round trip differs"
+  grep -q ": TLS $3 $4, .*: kTLS\$" /tmp/c$port.err ||
+    { cat /tmp/c$port.err; fail "$spec: no '$3 $4 ... kTLS' line"; }
+  eval "kill -TERM \$c$port; wait \$c$port" || fail "$spec: server exit status"
+  grep -iE 'error|warn' /tmp/c$port.err && fail "$spec: the server logged errors or warnings"
+  rm -f /tmp/c2.img
+  ok "kTLS with $1 $3 $4: 8 MiB round trip"
+done
+
 start off --bind 127.0.0.1 -p 10810 --tls=require --tls-certificates="$TLSDIR/server" \
   --tls-ktls=off memory size=64M
 [ "$(nbdinfo --size "nbds://localhost:10810/?tls-certificates=$C")" = 67108864 ] ||
