@@ -107,5 +107,31 @@ if tls_ubdkit; then
   refuse_hs dn "$(x509_uri dn "$T/otherca")" "--tls-allow-dn, listed DN from another CA"
 fi
 
+if tls_ubdkit; then
+  # A client that stalls mid-handshake is closed by --handshake-timeout,
+  # with one line that says so.
+  tls_start to tcp "${X509[@]}" --handshake-timeout 2
+  n=$(hs_failures to)
+  port="$port_to" srcdir="$srcdir" timeout 60 "$PYTHON" - <<'PY' || fail "--handshake-timeout: a stalled TLS handshake was not closed"
+import os, sys, time
+sys.path.insert(0, os.environ["srcdir"])
+import nbdraw
+c = nbdraw.Conn(("127.0.0.1", int(os.environ["port"])), timeout=30)
+c.handshake()
+rep, _ = c.option(nbdraw.OPT_STARTTLS)
+assert rep == nbdraw.REP_ACK, rep
+c.send(bytes.fromhex("1603010100") + b"\x01" * 20)   # a ClientHello begun
+t = time.time()
+assert c.sock.recv(4096) == b"", "the server sent something"
+assert 1.5 < time.time() - t < 10, time.time() - t
+PY
+  expect_hs_failure to "$n" "--handshake-timeout"
+  grep -q "TLS handshake failed: not done within 2 s" "$tmp/to.log" ||
+    fail "--handshake-timeout: the log does not say why"
+  good_client to "$(x509_uri to "$T/client")" "after a stalled handshake"
+  echo "ok - a stalled TLS handshake is closed by --handshake-timeout, one log line"
+  tls_alive to
+fi
+
 for n in raw req vp psk exp; do tls_alive $n; done
 echo "ok - every server is still up"

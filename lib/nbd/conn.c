@@ -173,7 +173,7 @@ recv_done (struct loop_event *ev, int res, uint32_t flags)
   c->recv_busy = false;
   if (res == -EIO && c->tls)
     res = tls_ktls_control (c);  /* a TLS record other than data */
-  if (res <= 0 && c->tls && !c->tls_up)
+  if (res <= 0 && c->tls && !c->tls_up && !c->dead)
     tls_handshake_cut (c, res);
   if (res <= 0) {
     if (res < 0 && res != -ECONNRESET && res != -EPIPE)

@@ -103,8 +103,13 @@ tick (struct loop_event *ev, int res, uint32_t flags)
     /* A connection waiting for the backend is not the client's delay. */
     if (c->in_use && !c->dead && c->phase == PHASE_HANDSHAKE &&
         !c->hs_paused && now - c->started >= (time_t) nl->handshake_timeout) {
-      log_warn ("%s: no export chosen within %u s (--handshake-timeout): "
-                "closing", c->peer, nl->handshake_timeout);
+      if (c->tls && !c->tls_up)
+        log_ratelimited ("%s: TLS handshake failed: not done within %u s "
+                         "(--handshake-timeout)", c->peer,
+                         nl->handshake_timeout);
+      else
+        log_warn ("%s: no export chosen within %u s (--handshake-timeout): "
+                  "closing", c->peer, nl->handshake_timeout);
       conn_fail (c);
     }
   }
