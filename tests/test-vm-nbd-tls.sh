@@ -25,7 +25,7 @@ vm="$srcdir/vm"
 # kernel has built in is not in its package, and is skipped).
 mods=()
 for m in crypto_null gcm gf128mul ghash-generic cryptd crypto_simd \
-         aesni-intel libchacha chacha_generic chacha-x86_64 libpoly1305 \
+         aesni-intel libchacha chacha chacha_generic chacha-x86_64 libpoly1305 \
          poly1305_generic poly1305-x86_64 libchacha20poly1305 \
          chacha20poly1305 tls; do
   mods+=(--module "$m")
