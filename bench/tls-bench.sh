@@ -19,7 +19,9 @@
 # Reported: IOPS, MiB/s, and the server's CPU time per request (utime +
 # stime from /proc/PID/stat around each run, divided by the requests the
 # client completed; nbdcopy's requests counted as the size / 1 MiB), and
-# ubdkit/nbdkit ratios of both for each TLS kind.  The machine has 2
+# ubdkit/nbdkit ratios of both for each TLS kind; and the client's CPU
+# (fio's usr+sys, % of one CPU): near 100 % the client is the bottleneck,
+# and the IOPS ratio says more about it than about the servers.  The machine has 2
 # cores shared by client and server: CPU per request is the number to
 # compare (see bench/README.md and nbd-bench.sh).  ubdkit on a host
 # without the kernel's tls module always uses userspace TLS records; in a VM
@@ -96,7 +98,7 @@ run_one () { # SERVER WORKLOAD
     c1=$(cpu_ticks "${pid[$s]}")
     awk -v s="$s" -v w="copy-${w#1M-}" -v b="$bytes" -v t0="$t0" -v t1="$t1" -v c=$((c1 - c0)) -v hz="$hz" \
       'BEGIN { n = b / 1048576; d = t1 - t0;
-               printf "%s %s %.0f %.1f %.2f\n", s, w, n / d, b / 1048576 / d, c / hz * 1e6 / n }' >> "$results"
+               printf "%s %s %.0f %.1f %.2f -\n", s, w, n / d, b / 1048576 / d, c / hz * 1e6 / n }' >> "$results"
     return
   fi
   case $w in
@@ -117,7 +119,8 @@ bw = (j["read"]["bw_bytes"] + j["write"]["bw_bytes"]) / 1048576
 iops = j["read"]["iops"] + j["write"]["iops"]
 cpu = int(sys.argv[4]) / int(sys.argv[5])
 print(sys.argv[2], sys.argv[3], "%.0f" % iops, "%.1f" % bw,
-      "%.2f" % (cpu * 1e6 / ios) if ios else "-")
+      "%.2f" % (cpu * 1e6 / ios) if ios else "-",
+      "%.0f" % (j["usr_cpu"] + j["sys_cpu"]))
 PY
 }
 
@@ -133,8 +136,8 @@ table=$tmp/table.md
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    s, w, iops, mibs, cpu = line.split()
-    rows.setdefault((s, w), []).append((iops, mibs, cpu))
+    s, w, iops, mibs, cpu, ccpu = line.split()
+    rows.setdefault((s, w), []).append((iops, mibs, cpu, ccpu))
 def med(vals):
     v = [float(x) for x in vals if x != "-"]
     return statistics.median(v) if v else None
@@ -143,19 +146,20 @@ works = []
 for (s, w) in rows:
     if w not in works:
         works.append(w)
-print("| server | workload | IOPS | MiB/s | server CPU us/request |")
-print("| --- | --- | ---: | ---: | ---: |")
+print("| server | workload | IOPS | MiB/s | server CPU us/request | client (fio) CPU % |")
+print("| --- | --- | ---: | ---: | ---: | ---: |")
 m = {}
 for w in works:
     for s in servers:
         if (s, w) not in rows:
             continue
         v = rows[(s, w)]
-        iops, mibs, cpu = (med([x[i] for x in v]) for i in range(3))
+        iops, mibs, cpu, ccpu = (med([x[i] for x in v]) for i in range(4))
         if iops is None:
             continue
         m[(s, w)] = (iops, cpu)
-        print("| %s | %s | %.0f | %.1f | %s |" % (s, w, iops, mibs, "%.2f" % cpu if cpu is not None else "-"))
+        print("| %s | %s | %.0f | %.1f | %s | %s |" % (s, w, iops, mibs, "%.2f" % cpu if cpu is not None else "-",
+                                                   "%.0f" % ccpu if ccpu is not None else "-"))
 print()
 print("| kind | workload | IOPS ubdkit/nbdkit | CPU/request ubdkit/nbdkit |")
 print("| --- | --- | ---: | ---: |")

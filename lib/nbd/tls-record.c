@@ -273,6 +273,15 @@ rx_fill (struct conn *c)
     t->rx_err = -EPROTO;
     break;
   }
+  /* The rest of a record on its way: wait for it before answering, as a
+   * recv of plaintext would have found the bytes together.  (Clients
+   * write a record with one send; libnbd writes a request's header and
+   * its payload as two records, and the header alone is of no use to the
+   * parser.)  Only while the destination has room for it, so that a
+   * record never waits for a receive that will not come. */
+  if (t->rx_got > 0 && t->rx_n > 0 && !t->rx_err && !t->eof &&
+      t->cin_end - t->cin_start >= TLS_HDR)
+    return false;
   if (t->rx_got > 0)
     t->rx_res = t->rx_got;
   else if (t->rx_err)
