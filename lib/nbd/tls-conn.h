@@ -57,7 +57,6 @@ struct tls_conn {
   int rx_err;                   /* a broken record: negative errno */
   unsigned char *cout;          /* sealed records being sent */
   uint32_t cout_len, cout_off, tx_plain;
-  unsigned char *scratch;       /* one record's plaintext, gathered */
 };
 
 /* tls-record.c */

@@ -13,7 +13,8 @@
  * records are opened into `plain`, from which the connection's recv
  * destination is filled; the completion is delivered as recv_ev's (on a
  * deferred work, never from inside the call that asked).  Sending: the
- * iovecs of a send are sealed, up to TLS_TX_BUDGET bytes, into cout and
+ * iovecs of a send are sealed where they lie (gnutls_aead_cipher_encryptv),
+ * up to TLS_TX_BUDGET bytes, into cout and
  * sent with one send; once all of it is out, send_ev completes with the
  * plaintext byte count, as sendmsg's would.
  */
@@ -74,8 +75,7 @@ tls_record_start (struct conn *c)
   t->cin = malloc (TLS_CIN_SIZE);
   t->plain = malloc (TLS_MAX_RECORD);
   t->cout = malloc (TLS_COUT_SIZE);
-  t->scratch = malloc (TLS_MAX_PLAIN + 1);
-  if (!t->cin || !t->plain || !t->cout || !t->scratch) {
+  if (!t->cin || !t->plain || !t->cout) {
     log_ratelimited ("%s: TLS: no memory for the record buffers: closing",
                      c->peer);
     return -1;
@@ -103,8 +103,7 @@ tls_record_free (struct tls_conn *t)
   free (t->cin);
   free (t->plain);
   free (t->cout);
-  free (t->scratch);
-  t->cin = t->plain = t->cout = t->scratch = NULL;
+  t->cin = t->plain = t->cout = NULL;
 }
 
 static void
@@ -121,19 +120,25 @@ make_nonce (const struct tls_conn *t, const struct tls_dir *d,
     nonce[4 + i] ^= (d->seq >> (56 - 8 * i)) & 0xff;
 }
 
-/* Seal LEN bytes of scratch as one record of TYPE at OUT (ROOM bytes);
- * returns its size, or 0 on failure. */
+/* Seal the LEN bytes of V[0..NV) (room for one more iovec: TLS 1.3's
+ * content type goes there) as one record of TYPE at OUT (ROOM bytes),
+ * straight from where they lie; returns its size, or 0 on failure. */
 static uint32_t
-seal (struct tls_conn *t, unsigned type, uint32_t len, unsigned char *out,
-      size_t room)
+seal (struct tls_conn *t, unsigned type, giovec_t *v, int nv, uint32_t len,
+      unsigned char *out, size_t room)
 {
-  unsigned char nonce[12], aad[13];
+  static const unsigned char inner_type[1] = { REC_DATA };
+  unsigned char nonce[12], aad[13], tbyte = type;
   uint32_t body = t->explicit_nonce ? 8 : 0;
   size_t clen = room - TLS_HDR - body;
   uint32_t plen = len;
+  giovec_t a;
 
-  if (t->tls13)
-    t->scratch[plen++] = type;  /* the inner content type; no padding */
+  if (t->tls13) {                /* the inner content type; no padding */
+    v[nv++] = (giovec_t) { type == REC_DATA ? (void *) inner_type : &tbyte,
+                           1 };
+    plen++;
+  }
   make_nonce (t, &t->wr, nonce);
   out[0] = t->tls13 ? REC_DATA : type;
   out[1] = 3;
@@ -149,10 +154,10 @@ seal (struct tls_conn *t, unsigned type, uint32_t len, unsigned char *out,
   }
   if (body)
     put64 (out + TLS_HDR, t->wr.seq);
-  if (gnutls_aead_cipher_encrypt (t->wr.h, nonce, 12, aad,
-                                  t->tls13 ? TLS_HDR : 13, TLS_TAG,
-                                  t->scratch, plen, out + TLS_HDR + body,
-                                  &clen) < 0 || clen != plen + TLS_TAG)
+  a = (giovec_t) { aad, t->tls13 ? TLS_HDR : 13 };
+  if (gnutls_aead_cipher_encryptv (t->wr.h, nonce, 12, &a, 1, TLS_TAG, v, nv,
+                                   out + TLS_HDR + body, &clen) < 0 ||
+      clen != plen + TLS_TAG)
     return 0;
   t->wr.seq++;
   return TLS_HDR + body + clen;
@@ -354,24 +359,28 @@ cin_done (struct loop_event *ev, int res, uint32_t flags)
     post_cin (c);
 }
 
-/* Seal as much of IOV as the budget allows into cout. */
+/* Seal as much of IOV as the budget allows into cout, record by record,
+ * each straight from the reply headers and data it is made of. */
 void
 tls_send (struct conn *c, const struct iovec *iov, unsigned n)
 {
   struct tls_conn *t = c->tls;
   struct io_uring_sqe *sqe;
-  uint32_t fill = 0;
+  giovec_t v[SEND_BATCH + 1];
   unsigned i = 0;
   size_t off = 0;
 
   t->cout_len = t->cout_off = t->tx_plain = 0;
-  while (t->tx_plain < TLS_TX_BUDGET) {
-    /* Gather one record's plaintext. */
-    while (fill < t->max_send && i < n) {
+  while (t->tx_plain < TLS_TX_BUDGET && i < n) {
+    uint32_t fill = 0;
+    int nv = 0;
+    /* One record's plaintext, as iovecs into IOV. */
+    while (fill < t->max_send && i < n && nv < SEND_BATCH) {
       size_t take = iov[i].iov_len - off;
       if (take > t->max_send - fill)
         take = t->max_send - fill;
-      memcpy (t->scratch + fill, (const char *) iov[i].iov_base + off, take);
+      if (take)
+        v[nv++] = (giovec_t) { (char *) iov[i].iov_base + off, take };
       fill += take;
       off += take;
       if (off == iov[i].iov_len) {
@@ -381,7 +390,7 @@ tls_send (struct conn *c, const struct iovec *iov, unsigned n)
     }
     if (fill == 0)
       break;
-    uint32_t rec = seal (t, REC_DATA, fill, t->cout + t->cout_len,
+    uint32_t rec = seal (t, REC_DATA, v, nv, fill, t->cout + t->cout_len,
                          TLS_COUT_SIZE - t->cout_len);
     if (rec == 0) {
       log_ratelimited ("%s: TLS: sealing a record failed: closing", c->peer);
@@ -391,7 +400,6 @@ tls_send (struct conn *c, const struct iovec *iov, unsigned n)
     }
     t->cout_len += rec;
     t->tx_plain += fill;
-    fill = 0;
   }
   if (t->cout_len == 0) {
     /* Nothing sealed: fail the send as a socket error would. */
@@ -429,13 +437,13 @@ tls_record_close_notify (struct conn *c)
 {
   struct tls_conn *t = c->tls;
   unsigned char rec[TLS_HDR + 8 + 3 + TLS_TAG];
+  unsigned char alert[2] = { 1, 0 };    /* warning, close_notify */
+  giovec_t v[2] = { { alert, 2 } };
   uint32_t len;
 
   if (!t->wr.h)
     return;
-  t->scratch[0] = 1;            /* warning */
-  t->scratch[1] = 0;            /* close_notify */
-  len = seal (t, REC_ALERT, 2, rec, sizeof rec);
+  len = seal (t, REC_ALERT, v, 1, 2, rec, sizeof rec);
   if (len)
     (void) send (c->fd, rec, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
