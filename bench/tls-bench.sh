@@ -90,7 +90,7 @@ run_one () { # SERVER WORKLOAD
   c0=$(cpu_ticks "${pid[$s]}")
   if [ "${s#*-}" = psk ]; then
     # nbdcopy: the same request size class, the whole device.
-    case $w in 4k-*) echo "$s $w - - -" >> "$results"; return ;; esac
+    case $w in 4k-*) echo "$s $w - - - -" >> "$results"; return ;; esac
     t0=$(date +%s.%N)
     if [ "$w" = 1M-read ]; then nbdcopy --request-size=$((1 << 20)) "$uri" null: || fail "$s $w"
     else nbdcopy --request-size=$((1 << 20)) "$tmp/src.img" "$uri" || fail "$s $w"; fi

@@ -201,6 +201,28 @@ if tls_ubdkit; then
     fail "--tls-priority with a bad string: the server started"
   fi
   echo "ok - --tls-ktls=off and --tls-priority; a bad priority string refused at start"
+
+  # Every export of a multi-export server: served over TLS by name, and
+  # refused in plaintext (NBD_REP_ERR_TLS_REQD for INFO on each).
+  TLS_BACKEND="memory size=64M" tls_start me unix "${X509[@]}" \
+    -E 'second memory size=16M' -E 'third null size=8M'
+  for e in "" second third; do
+    got=$(timeout 60 nbdinfo --size "nbds+unix:///$e?socket=$sock_me&tls-certificates=$T/client") ||
+      fail "multi-export: export '$e' over TLS"
+    case $e in "") want=$((64 << 20)) ;; second) want=$((16 << 20)) ;; third) want=$((8 << 20)) ;; esac
+    [ "$got" = "$want" ] || fail "multi-export: export '$e' is $got bytes over TLS, expected $want"
+    name="$e" sock="$sock_me" srcdir="$srcdir" timeout 60 "$PYTHON" - <<'PY' || fail "multi-export: export '$e' in plaintext"
+import os, struct, sys
+sys.path.insert(0, os.environ["srcdir"])
+import nbdraw
+n = os.environ["name"].encode()
+with nbdraw.Conn(os.environ["sock"]) as c:
+    c.handshake()
+    rep, _ = c.option(nbdraw.OPT_INFO, struct.pack(">I", len(n)) + n + struct.pack(">H", 0))
+    assert rep == nbdraw.REP_ERR_TLS_REQD, nbdraw.rep_name(rep)
+PY
+  done
+  echo "ok - multi-export: every export served over TLS, refused in plaintext"
 fi
 
 for n in xu xt xv pu pt on; do

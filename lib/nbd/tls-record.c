@@ -163,14 +163,26 @@ seal (struct tls_conn *t, unsigned type, giovec_t *v, int nv, uint32_t len,
   return TLS_HDR + body + clen;
 }
 
-/* Open the record at cin_start (whole: the caller checked) into plain.
+/* The room a record's opening needs: its plaintext, and in TLS 1.3 the
+ * content type and padding after it. */
+static uint32_t
+opened_size (const struct tls_conn *t, uint32_t len)
+{
+  uint32_t over = (t->explicit_nonce ? 8 : 0) + TLS_TAG;
+
+  return len > over ? len - over : 0;
+}
+
+/* Open the record REC of LEN bytes (whole: the caller checked) into DST,
+ * which has room for opened_size; *DLEN is then its data's length.
  * Returns its content type, or -1. */
 static int
-open_record (struct tls_conn *t, const unsigned char *rec, uint32_t len)
+open_record (struct tls_conn *t, const unsigned char *rec, uint32_t len,
+             unsigned char *dst, uint32_t *dlen)
 {
   unsigned char nonce[12], aad[13];
   uint32_t body = t->explicit_nonce ? 8 : 0;
-  size_t plen = TLS_MAX_RECORD;
+  size_t plen = opened_size (t, len);
   int type = rec[0];
 
   if (len < body + TLS_TAG + (t->tls13 ? 1 : 0))
@@ -191,21 +203,20 @@ open_record (struct tls_conn *t, const unsigned char *rec, uint32_t len)
   }
   if (gnutls_aead_cipher_decrypt (t->rd.h, nonce, 12, aad,
                                   t->tls13 ? TLS_HDR : 13, TLS_TAG,
-                                  rec + TLS_HDR + body, len - body, t->plain,
+                                  rec + TLS_HDR + body, len - body, dst,
                                   &plen) < 0)
     return -1;
   t->rd.seq++;
   if (t->tls13) {
-    while (plen > 0 && t->plain[plen - 1] == 0)
+    while (plen > 0 && dst[plen - 1] == 0)
       plen--;                   /* padding */
     if (plen == 0)
       return -1;
-    type = t->plain[--plen];
+    type = dst[--plen];
   }
   if (plen > TLS_MAX_PLAIN)
     return -1;
-  t->p_start = 0;
-  t->p_end = plen;
+  *dlen = plen;
   return type;
 }
 
@@ -258,8 +269,32 @@ rx_fill (struct conn *c)
     }
     if (avail < TLS_HDR + len)
       break;
-    int type = open_record (t, rec, len);
+    /* Straight into the destination when it has room (a write's payload,
+     * the input buffer), else into plain, taken from by the loop above. */
+    uint32_t dlen = 0;
+    int type;
+    if (t->rx_n > 0 && t->rx[0].iov_len >= opened_size (t, len)) {
+      struct iovec *v = &t->rx[0];
+      type = open_record (t, rec, len, v->iov_base, &dlen);
+      if (type == REC_DATA) {
+        t->cin_start += TLS_HDR + len;
+        t->rx_got += dlen;
+        v->iov_base = (char *) v->iov_base + dlen;
+        v->iov_len -= dlen;
+        if (v->iov_len == 0) {
+          memmove (t->rx, t->rx + 1, (t->rx_n - 1) * sizeof *t->rx);
+          t->rx_n--;
+        }
+        continue;
+      }
+      if (type >= 0)
+        memcpy (t->plain, v->iov_base, dlen);  /* an alert: two bytes */
+    }
+    else
+      type = open_record (t, rec, len, t->plain, &dlen);
     t->cin_start += TLS_HDR + len;
+    t->p_start = 0;
+    t->p_end = dlen;
     if (type == REC_DATA)
       continue;
     bool close_notify = type == REC_ALERT && t->p_end == 2 &&
