@@ -14,13 +14,14 @@ gid=$(getent group nogroup | cut -d: -f3)
 make_tmpdir                     # mode 0700, root's: nobody cannot unlink here
 export tmp
 
+# The --run command starts just before the drop, so /proc is read after a
+# client was served: no client is accepted before the drop.
 $UBDKIT serve -U "$tmp/sock" -P "$tmp/pid" -u nobody -g nogroup --run '
-  grep -E "^(Uid|Gid|Groups):" /proc/$PPID/status > "$tmp/status" &&
   $NBDSH -u "$uri" -c "
 buf = bytes(range(256)) * 64
 h.pwrite(buf, 4096)
 assert h.pread(len(buf), 4096) == buf
-" && test -S "$unixsocket" && test -s "$tmp/pid"' memory size=1M \
+" && grep -E "^(Uid|Gid|Groups):" /proc/$PPID/status > "$tmp/status" && test -S "$unixsocket" && test -s "$tmp/pid"' memory size=1M \
     2> "$tmp/log" || fail "serve -u nobody -g nogroup failed: $(cat "$tmp/log")"
 grep -Eq "^Uid:[[:space:]]+$uid[[:space:]]+$uid[[:space:]]+$uid[[:space:]]+$uid\$" "$tmp/status" ||
   fail "not running as uid $uid: $(cat "$tmp/status")"
@@ -35,9 +36,9 @@ grep -q "running as uid $uid gid $gid" "$tmp/log" || fail "no drop in the log"
 # -u alone: the user's own primary group.  -U -: the private directory is
 # removed too.
 $UBDKIT serve -U - -u nobody --run '
-  grep -E "^(Uid|Gid):" /proc/$PPID/status > "$tmp/status" &&
   dirname "$unixsocket" > "$tmp/dir" &&
-  $NBDSH -u "$uri" -c "assert h.pread(512, 0) == bytes(512)"' memory size=1M \
+  $NBDSH -u "$uri" -c "assert h.pread(512, 0) == bytes(512)" &&
+  grep -E "^(Uid|Gid):" /proc/$PPID/status > "$tmp/status"' memory size=1M \
     2> "$tmp/log" || fail "serve -U - -u nobody failed: $(cat "$tmp/log")"
 pgid=$(id -g nobody)
 grep -Eq "^Gid:[[:space:]]+$pgid[[:space:]]" "$tmp/status" ||
