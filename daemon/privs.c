@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemonize.h"
 #include "log.h"
 #include "privs.h"
 
@@ -87,6 +88,9 @@ helper_run (int fd, char *sock, char *tmpdir, const char *pidfile)
   ssize_t n;
 
   log_set_thread_name ("cleanup");
+  /* Keep no pipe of our parent's open: a shell reading the server's
+   * stdout (or --daemonize's parent) must not wait for us. */
+  daemonize_detach_stdio ();
   for (int i = 3; i < 1024; i++)
     if (i != fd)
       close (i);
