@@ -16,7 +16,8 @@
 #include "serve.h"
 
 static int
-listen_unix (struct listeners *ls, const char *path)
+listen_unix (struct listeners *ls, const char *path,
+             const struct access_config *a)
 {
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
   struct stat st;
@@ -54,7 +55,11 @@ listen_unix (struct listeners *ls, const char *path)
     strcpy (sun.sun_path, ls->unix_path);  /* no room: bind in place */
   unlink (sun.sun_path);
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* --unix-mode and --unix-group apply to the temporary name, so the
+   * socket has them before any client can see it. */
   if (fd == -1 || bind (fd, (struct sockaddr *) &sun, sizeof sun) == -1 ||
+      (a->unix_mode >= 0 && chmod (sun.sun_path, a->unix_mode) == -1) ||
+      (a->unix_group && chown (sun.sun_path, -1, a->unix_gid) == -1) ||
       listen (fd, SOMAXCONN) == -1 ||
       (strcmp (sun.sun_path, ls->unix_path) != 0 &&
        rename (sun.sun_path, ls->unix_path) == -1)) {
@@ -137,7 +142,7 @@ listeners_open (struct listeners *ls, const struct serve_config *cfg)
   memset (ls, 0, sizeof *ls);
   ls->port = -1;
   ls->tls = cfg->server.tls.mode != TLS_OFF;
-  if (cfg->unix_path && listen_unix (ls, cfg->unix_path) == -1)
+  if (cfg->unix_path && listen_unix (ls, cfg->unix_path, &cfg->access) == -1)
     return -1;
   if (cfg->port && listen_tcp (ls, cfg->bind_addr, cfg->port) == -1)
     return -1;

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "size.h"
 #include "loop.h"
+#include "privs.h"
 
 enum {
   OPT_BIND = 256, OPT_RUN, OPT_DEPTH, OPT_BUFFER_SIZE, OPT_MAX_CONNECTIONS,
@@ -19,6 +20,8 @@ enum {
   OPT_DESCRIPTION, OPT_WORKERS, OPT_HANDSHAKE_TIMEOUT, OPT_POLL,
   OPT_TLS, OPT_TLS_CERTIFICATES, OPT_TLS_PSK, OPT_TLS_VERIFY_PEER,
   OPT_TLS_ALLOW_DN, OPT_TLS_PRIORITY, OPT_TLS_KTLS,
+  /* Access control: */
+  OPT_ALLOW, OPT_DENY, OPT_UNIX_MODE, OPT_UNIX_GROUP,
 };
 
 #define MAX_EXPORTS 64
@@ -54,6 +57,13 @@ static const struct option long_options[] = {
   { "tls-allow-dn", required_argument, NULL, OPT_TLS_ALLOW_DN },
   { "tls-priority", required_argument, NULL, OPT_TLS_PRIORITY },
   { "tls-ktls", required_argument, NULL, OPT_TLS_KTLS },
+  /* Access control: */
+  { "allow", required_argument, NULL, OPT_ALLOW },
+  { "deny", required_argument, NULL, OPT_DENY },
+  { "user", required_argument, NULL, 'u' },
+  { "group", required_argument, NULL, 'g' },
+  { "unix-mode", required_argument, NULL, OPT_UNIX_MODE },
+  { "unix-group", required_argument, NULL, OPT_UNIX_GROUP },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
@@ -116,6 +126,21 @@ serve_usage (void)
 "      --no-mlock           do not lock memory\n"
 "      --oom-score-adj N|off  OOM score adjustment (default -1000)\n"
 "\n"
+"Access control:\n"
+"      --allow SPEC         accept clients matching SPEC (repeatable)\n"
+"      --deny SPEC          refuse clients matching SPEC (repeatable)\n"
+"                           SPEC: ADDR or ADDR/PREFIX (IPv4 or IPv6; a mapped\n"
+"                           ::ffff:a.b.c.d client is IPv4), all or any, and\n"
+"                           for Unix sockets uid:ID and gid:ID (numbers or\n"
+"                           names; the client's primary group).  A client\n"
+"                           matching an --allow is accepted; else one matching\n"
+"                           a --deny is refused; else it is accepted only if\n"
+"                           there is no --allow.  Refused: closed at once\n"
+"  -u, --user USER          run as USER once set up (its group unless -g)\n"
+"  -g, --group GROUP        run as GROUP once set up (no other groups)\n"
+"      --unix-mode MODE     permissions of the -U socket (octal, e.g. 0660)\n"
+"      --unix-group GROUP   group of the -U socket\n"
+"\n"
 "Backends:\n", LOOP_POLL_DEFAULT_US);
   backend_print_list ();
 }
@@ -139,11 +164,31 @@ parse_uint (const char *arg, const char *what, uint64_t min, uint64_t max,
   return 0;
 }
 
+/* --allow, --deny: one rule more. */
+static int
+access_add_option (struct access_config *a, bool allow, const char *arg)
+{
+  const char *why;
+  char what[128];
+
+  if (a->nr_rules == ACCESS_MAX_RULES)
+    return bad (allow ? "--allow (too many rules)" : "--deny (too many rules)",
+                arg);
+  if (access_parse_rule (arg, allow, &a->rules[a->nr_rules], &why) == -1) {
+    snprintf (what, sizeof what, "%s (%s)", allow ? "--allow" : "--deny", why);
+    return bad (what, arg);
+  }
+  a->nr_rules++;
+  a->nr_allow += allow;
+  return 0;
+}
+
 static int
 parse_one (int c, const char *arg, struct serve_config *cfg)
 {
   uint64_t v;
   const char *why;
+  char *end;
 
   switch (c) {
   case 'U': cfg->unix_path = arg; return 0;
@@ -212,6 +257,20 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
       return bad ("--tls-ktls (auto or off)", arg);
     cfg->server.tls.ktls = strcmp (arg, "auto") == 0;
     return 0;
+  case OPT_ALLOW: case OPT_DENY:
+    return access_add_option (&cfg->access, c == OPT_ALLOW, arg);
+  case 'u': cfg->access.user = arg; return 0;
+  case 'g': cfg->access.group = arg; return 0;
+  case OPT_UNIX_MODE:
+    if (*arg < '0' || *arg > '7' || (v = strtoul (arg, &end, 8), *end) ||
+        v > 07777)
+      return bad ("--unix-mode (octal, such as 0660)", arg);
+    cfg->access.unix_mode = v;
+    return 0;
+  case OPT_UNIX_GROUP:
+    cfg->access.unix_group = arg;
+    return access_parse_group (arg, &cfg->access.unix_gid) == -1
+      ? bad ("--unix-group (no such group)", arg) : 0;
   case 'v':
     log_more_verbose ();
     return 0;
@@ -238,12 +297,13 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
   cfg->server.tls.ktls = true;
   cfg->server.tls.allow_dn = allow_dn;
   cfg->progress = progress_defaults;
+  cfg->access.unix_mode = -1;
   optind = 1;
   opterr = 0;
   /* Options may also follow BACKEND and its key=value arguments, as with
    * nbdkit: getopt moves the non-options to the end. */
   cfg->extra = extra_exports;
-  while ((c = getopt_long (argc, argv, "U:p:e:E:rt:P:vh", long_options,
+  while ((c = getopt_long (argc, argv, "U:p:e:E:rt:P:u:g:vh", long_options,
                            NULL)) != -1) {
     if (c == 'h') {
       serve_usage ();
@@ -284,6 +344,13 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
        cfg->server.tls.verify_peer)) {
     fprintf (stderr, "ubdkit serve: TLS options without --tls=on or "
              "--tls=require\n");
+    return -1;
+  }
+  if (privs_resolve (&cfg->access) == -1)
+    return -1;
+  if ((cfg->access.unix_mode >= 0 || cfg->access.unix_group) &&
+      !cfg->unix_path) {
+    fprintf (stderr, "ubdkit serve: --unix-mode and --unix-group need -U\n");
     return -1;
   }
   if (cfg->daemonize && cfg->run) {

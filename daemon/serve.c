@@ -4,8 +4,10 @@
  * --daemonize (fork before any thread, and before mlockall, which a child
  * does not inherit), then the forward-progress steps, then the backend
  * (whose reserved memory is then locked as it is mapped), then the loop
- * threads (which inherit the IO_FLUSHER flag).  The main thread then only
- * accepts connections and watches signals and the --run command.
+ * threads (which inherit the IO_FLUSHER flag), the --run command, and last
+ * the drop to -u/-g (privs.c), before the first client is accepted.  The
+ * main thread then only accepts connections (checking --allow/--deny)
+ * and watches signals and the --run command.
  */
 #include <config.h>
 
@@ -29,6 +31,7 @@
 #include "daemonize.h"
 #include "exports.h"
 #include "log.h"
+#include "privs.h"
 #include "serve.h"
 
 static int
@@ -77,8 +80,35 @@ run_captive (const char *cmd, const struct listeners *ls, const char *uri,
   return pid;
 }
 
+/* --allow/--deny: true if the client on fd may talk to us.  A refused
+ * client is closed before it sees a byte, with one (rate-limited) line. */
+static bool
+access_ok (const struct access_config *ac, int fd,
+           const struct sockaddr_storage *ss, socklen_t len,
+           unsigned long serial)
+{
+  const struct access_rule *rule;
+  struct access_peer p;
+  char who[96];
+
+  if (ac->nr_rules == 0)
+    return true;
+  access_peer_get (fd, ss, len, &p);
+  if (access_check (ac, &p, &rule))
+    return true;
+  access_peer_describe (&p, who, sizeof who);
+  if (rule)
+    log_ratelimited ("refused client #%lu (%s): --deny %s", serial, who,
+                     rule->spec);
+  else
+    log_ratelimited ("refused client #%lu (%s): matches no --allow rule",
+                     serial, who);
+  close (fd);
+  return false;
+}
+
 static void
-accept_one (int lfd)
+accept_one (int lfd, const struct access_config *ac)
 {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
@@ -93,6 +123,8 @@ accept_one (int lfd)
     return;
   }
   serial++;
+  if (!access_ok (ac, fd, &ss, len, serial))
+    return;
   if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
     void *a = ss.ss_family == AF_INET
       ? (void *) &((struct sockaddr_in *) &ss)->sin_addr
@@ -112,7 +144,8 @@ accept_one (int lfd)
 /* Serve until a signal or the --run command ends it.  Returns the exit
  * status. */
 static int
-main_loop (const struct listeners *ls, int sfd, pid_t child)
+main_loop (const struct listeners *ls, int sfd, pid_t child,
+           const struct access_config *ac)
 {
   struct pollfd pfd[17];
   size_t n = ls->n;
@@ -132,7 +165,7 @@ main_loop (const struct listeners *ls, int sfd, pid_t child)
     }
     for (size_t i = 0; i < n; i++)
       if (pfd[i].revents & POLLIN)
-        accept_one (pfd[i].fd);
+        accept_one (pfd[i].fd, ac);
     if (!(pfd[n].revents & POLLIN) ||
         read (sfd, &si, sizeof si) != sizeof si)
       continue;
@@ -192,6 +225,12 @@ serve_run (struct serve_config *cfg)
   }
   if (cfg->daemonize)
     ready_fd = daemonize_start ();
+  if (privs_helper_start (&cfg->access, &ls, cfg->pidfile) == -1) {
+    daemonize_ready (&ready_fd, 1, NULL);
+    listeners_close (&ls);
+    exports_close (&exports, false);
+    return 1;
+  }
   if (progress_setup (&cfg->progress, &ps) == -1 ||
       exports_open (&exports) == -1 ||
       (exports_need_workers (&exports) &&
@@ -201,16 +240,36 @@ serve_run (struct serve_config *cfg)
     daemonize_ready (&ready_fd, 1, NULL);
     listeners_close (&ls);
     exports_close (&exports, false);
+    privs_helper_finish ();
+    return 1;
+  }
+  if (cfg->pidfile)
+    privs_helper_pidfile_written ();
+  listeners_uri (&ls, exports.list[0].name, uri, sizeof uri);
+  /* The --run command keeps our identity (it is the invoker's own
+   * command); privileges are dropped after it starts and before the first
+   * client is accepted. */
+  if (cfg->run)
+    child = run_captive (cfg->run, &ls, uri, exports.list[0].name);
+  if (privs_drop (&cfg->access, &ls, ps.mlocked) == -1) {
+    if (child > 0)
+      kill (child, SIGTERM);
+    daemonize_ready (&ready_fd, 1, NULL);
+    listeners_close (&ls);
+    server_stop ();
+    backend_workers_stop ();
+    exports_close (&exports, true);
+    if (cfg->pidfile)
+      unlink (cfg->pidfile);
+    privs_helper_finish ();
     return 1;
   }
   log_exports (&exports, &ls);
   log_info ("ready: loop threads %s IO_FLUSHERs",
             server_threads_io_flusher () ? "are" : "are not");
   daemonize_ready (&ready_fd, 0, NULL);
-  listeners_uri (&ls, exports.list[0].name, uri, sizeof uri);
-  if (cfg->run)
-    child = run_captive (cfg->run, &ls, uri, exports.list[0].name);
-  status = child == -1 && cfg->run ? 1 : main_loop (&ls, sfd, child);
+  status = child == -1 && cfg->run ? 1 : main_loop (&ls, sfd, child,
+                                                   &cfg->access);
 
   listeners_close (&ls);
   server_stop ();
@@ -218,6 +277,7 @@ serve_run (struct serve_config *cfg)
   exports_close (&exports, true);
   if (cfg->pidfile)
     unlink (cfg->pidfile);
+  privs_helper_finish ();
   close (sfd);
   log_debug ("exit status %d", status);
   return status;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "access.h"
 #include "progress.h"
 #include "server.h"
 
@@ -25,6 +26,7 @@ struct serve_config {
   size_t nr_extra;
   char **params;                /* key=value ... */
   int nr_params;
+  struct access_config access;  /* --allow, --deny, -u, -g, --unix-* */
 };
 
 /* Parse argv (after "serve").  Returns 0, 1 if --help was printed, or -1

@@ -20,6 +20,10 @@ expect_usage_error serve -U - memory size=1M nosuchkey=1
 expect_usage_error serve -U - nosuchbackend
 expect_usage_error serve --poll soon -U - memory size=1M
 expect_usage_error add --poll soon null size=1M
+expect_usage_error serve --allow 10.0.0.0/33 -U - memory size=1M
+expect_usage_error serve --deny uid:no-such-user-xyz -U - memory size=1M
+expect_usage_error serve -u no-such-user-xyz -U - memory size=1M
+expect_usage_error serve --unix-mode 8 -U - memory size=1M
 truncate -s 1M "$tmp/x"
 expect_usage_error serve -U - file file="$tmp/x" direct=maybe
 
