@@ -255,21 +255,16 @@ serve_run (struct serve_config *cfg)
     if (child > 0)
       kill (child, SIGTERM);
     daemonize_ready (&ready_fd, 1, NULL);
-    listeners_close (&ls);
-    server_stop ();
-    backend_workers_stop ();
-    exports_close (&exports, true);
-    if (cfg->pidfile)
-      unlink (cfg->pidfile);
-    privs_helper_finish ();
-    return 1;
+    status = 1;
   }
-  log_exports (&exports, &ls);
-  log_info ("ready: loop threads %s IO_FLUSHERs",
-            server_threads_io_flusher () ? "are" : "are not");
-  daemonize_ready (&ready_fd, 0, NULL);
-  status = child == -1 && cfg->run ? 1 : main_loop (&ls, sfd, child,
-                                                   &cfg->access);
+  else {
+    log_exports (&exports, &ls);
+    log_info ("ready: loop threads %s IO_FLUSHERs",
+              server_threads_io_flusher () ? "are" : "are not");
+    daemonize_ready (&ready_fd, 0, NULL);
+    status = child == -1 && cfg->run ? 1 : main_loop (&ls, sfd, child,
+                                                     &cfg->access);
+  }
 
   listeners_close (&ls);
   server_stop ();

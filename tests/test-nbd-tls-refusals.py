@@ -81,6 +81,12 @@ def closed_without_nbd_reply(c, what):
     """The server closes; what it sends first, if anything, is TLS alert
     records (content type 21), never an NBD option reply."""
     got = c.wait_closed()
+    only_alerts(got, what)
+    return got
+
+
+def only_alerts(got, what):
+    """GOT holds no NBD option reply, only TLS alert records."""
     check(struct.pack(">Q", nbdraw.OPT_REPLY_MAGIC) not in got,
           "%s: the server sent an NBD option reply: %r" % (what, got[:64]))
     i = 0
@@ -88,7 +94,6 @@ def closed_without_nbd_reply(c, what):
         check(got[i] == 21 and i + 5 <= len(got),
               "%s: the server sent a non-alert record: %r" % (what, got[i:i + 16]))
         i += 5 + struct.unpack(">H", got[i + 3:i + 5])[0]
-    return got
 
 
 def case_plaintext_options():
@@ -199,13 +204,7 @@ def silent_or_closed_without_nbd_reply(c, what, wait=2.0):
         pass
     except ConnectionResetError:
         pass
-    check(struct.pack(">Q", nbdraw.OPT_REPLY_MAGIC) not in got,
-          "%s: the server sent an NBD option reply: %r" % (what, got[:64]))
-    i = 0
-    while i < len(got):
-        check(got[i] == 21 and i + 5 <= len(got),
-              "%s: the server sent a non-alert record: %r" % (what, got[i:i + 16]))
-        i += 5 + struct.unpack(">H", got[i + 3:i + 5])[0]
+    only_alerts(got, what)
 
 
 def case_injection():
