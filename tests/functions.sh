@@ -64,7 +64,13 @@ start_server () {
   local _ss_sockvar=$1 _ss_pidvar=$2 _ss_sock _ss_pid _ss_i
   shift 2
   [ -n "${tmp:-}" ] || make_tmpdir
-  _ss_sock="$tmp/sock.$RANDOM"
+  # A name no earlier server holds: $RANDOM repeated itself once (two
+  # servers on one path, the second taking it over), mktemp's names come
+  # from the kernel's randomness.
+  while :; do
+    _ss_sock=$(mktemp -u "$tmp/sock.XXXXXXXX")
+    [ -e "$_ss_sock" ] || break
+  done
   "$UBDKIT" serve -U "$_ss_sock" "$@" &
   _ss_pid=$!
   cleanup_fn "kill $_ss_pid 2>/dev/null; wait $_ss_pid 2>/dev/null"
