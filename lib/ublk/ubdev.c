@@ -94,6 +94,7 @@ tag_command (struct ubq_tag *t, bool first, int result)
                                           UBLK_AUTO_BUF_REG_FALLBACK);
   else
     cmd->addr = (uintptr_t) t->buf;
+  t->busy = false;
   if (!first && atomic_load_explicit (&q->dev->quiescing, memory_order_relaxed))
     queue_settle_tag (t);
 }
@@ -274,6 +275,9 @@ ubq_end (struct ubq *q)
 {
   uint64_t one = 1;
 
+  pthread_mutex_lock (&q->dev->qlock);
+  q->finished = true;
+  pthread_mutex_unlock (&q->dev->qlock);
   q->loop.done = true;
   if (write (q->dev->done_fd, &one, sizeof one) != sizeof one)
     log_error ("eventfd: %m");
@@ -309,12 +313,71 @@ queue_settle_tag (struct ubq_tag *t)
   ubq_end (q);
 }
 
+/* The kernel's quiesce aborts the idle fetches it finds, but not every
+ * fetch is found idle: a COMMIT_AND_FETCH we queued before the quiesce
+ * began (so not counted as settled) may reach the kernel while or after
+ * it cancels, and its new fetch then stays armed with no request ever to
+ * come (the device is cancelling) and no abort until the ring goes.  On
+ * 7.3.4 one such tag made a quiesce wait out its timeout.  So once the
+ * QUIESCE_DEV command has returned, each queue thread settles every tag
+ * that holds no request of the kernel's.  Requests the kernel started
+ * before the quiesce are still dispatched to us afterwards, as task work
+ * of our ring (a run of it is capped): the sweep first runs all of it and
+ * serves what it delivers, and settles only when a run delivers nothing
+ * and the ring reports no more pending. */
+static bool
+queue_taskrun_pending (struct ubq *q)
+{
+  return IO_URING_READ_ONCE (*q->loop.ring.sq.kflags) & IORING_SQ_TASKRUN;
+}
+
+static void queue_sweep (struct loop_work *w);
+
+static void
+queue_sweep_idle (struct loop_work *w)
+{
+  struct ubq *q = container_of (w, struct ubq, sweep);
+  unsigned left = 0;
+
+  io_uring_get_events (&q->loop.ring);
+  if (io_uring_cq_ready (&q->loop.ring) || queue_taskrun_pending (q)) {
+    w->fn = queue_sweep;
+    loop_post (&q->loop, w);      /* after those completions */
+    return;
+  }
+  for (unsigned i = 0; i < q->pool.nr_slots; i++) {
+    struct ubq_tag *t = q->tags[i];
+
+    left += !t->busy && !t->ended && !t->settled;
+  }
+  if (left)
+    log_info ("ublk q%u: quiesce: %u idle fetch%s the kernel left armed: "
+              "settled", q->id, left, left == 1 ? "" : "es");
+  for (unsigned i = 0; i < q->pool.nr_slots && !q->loop.done; i++) {
+    struct ubq_tag *t = q->tags[i];
+
+    if (!t->busy && !t->ended)
+      queue_settle_tag (t);
+  }
+}
+
+static void
+queue_sweep (struct loop_work *w)
+{
+  struct ubq *q = container_of (w, struct ubq, sweep);
+
+  io_uring_get_events (&q->loop.ring);
+  w->fn = queue_sweep_idle;
+  loop_defer (&q->loop, w);
+}
+
 static void
 tag_event (struct loop_event *ev, int res, uint32_t cqe_flags)
 {
   struct ubq_tag *t = container_of (ev, struct ubq_tag, ev);
 
   if (res == UBLK_IO_RES_OK) {
+    t->busy = true;
     ubq_tag_serve (t);
     return;
   }
@@ -620,6 +683,7 @@ ubdev_new (struct ubctl *ctl, const struct ubdev_options *o,
   d->b = b;
   d->cdev = d->done_fd = -1;
   d->health = health ? health : &no_health;
+  pthread_mutex_init (&d->qlock, NULL);
   return d;
 }
 
@@ -776,6 +840,7 @@ ubdev_free (struct ubdev *d)
     close (d->cdev);
   if (d->done_fd >= 0)
     close (d->done_fd);
+  pthread_mutex_destroy (&d->qlock);
   free (d);
 }
 
@@ -829,6 +894,28 @@ ubdev_resize (struct ubdev *d, uint64_t bytes)
   return 0;
 }
 
+/* Tests only: UBDKIT_TEST_QUIESCE_STALL=MS keeps every queue thread busy
+ * for MS milliseconds while the quiesce begins, as a thread deep in a long
+ * request would be.  The kernel meanwhile starts requests whose dispatch
+ * waits for the thread (task work), and leaves their tags' fetches armed:
+ * the case queue_sweep_idle is for. */
+static unsigned
+quiesce_test_stall (void)
+{
+  const char *v = getenv ("UBDKIT_TEST_QUIESCE_STALL");
+
+  return v ? (unsigned) atoi (v) : 0;
+}
+
+static void
+queue_stall (struct loop_work *w)
+{
+  unsigned ms = quiesce_test_stall ();
+  struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000 };
+
+  nanosleep (&ts, NULL);
+}
+
 int
 ubdev_quiesce (struct ubdev *d, unsigned timeout_ms)
 {
@@ -838,19 +925,54 @@ ubdev_quiesce (struct ubdev *d, unsigned timeout_ms)
 
   if (!(d->info.flags & UBLK_F_QUIESCE))
     return -EOPNOTSUPP;
+  if (quiesce_test_stall ()) {
+    struct timespec ms = { 0, 1000000 };
+
+    for (unsigned i = 0; i < d->nr_queues; i++) {
+      d->queues[i].stall.fn = queue_stall;
+      loop_post (&d->queues[i].loop, &d->queues[i].stall);
+    }
+    nanosleep (&ms, NULL);
+  }
   atomic_store (&d->quiescing, true);
   r = ubctl_quiesce_dev (d->ctl, d->info.dev_id, timeout_ms);
   if (r < 0) {
     atomic_store (&d->quiescing, false);
+    log_warn ("ublk: device %u: QUIESCE_DEV: %s", d->info.dev_id,
+              strerror (-r));
     return r;
+  }
+  for (unsigned i = 0; i < d->nr_queues; i++) {
+    struct ubq *q = &d->queues[i];
+
+    pthread_mutex_lock (&d->qlock);
+    if (!q->finished) {           /* its eventfd is still open */
+      q->sweep.fn = queue_sweep;
+      loop_post (&q->loop, &q->sweep);
+    }
+    pthread_mutex_unlock (&d->qlock);
   }
   /* Each queue ends once all its tags have settled (its loop is then
    * gone: loop_stop would wake a closed eventfd). */
   while (ended < d->nr_queues) {
     uint64_t n;
 
-    if (poll (&p, 1, timeout_ms ? (int) timeout_ms : -1) != 1)
+    if (poll (&p, 1, timeout_ms ? (int) timeout_ms : -1) != 1) {
+      unsigned busy = 0, armed = 0;
+
+      for (unsigned i = 0; i < d->nr_queues; i++)
+        for (unsigned k = 0; k < d->queues[i].pool.nr_slots; k++) {
+          const struct ubq_tag *t = d->queues[i].tags[k];
+
+          busy += t->busy;
+          armed += !t->busy && !t->settled && !t->ended;
+        }
+      log_warn ("ublk: device %u: quiesced, but after %u ms %u of %u queues "
+                "have not settled (%u requests served, %u fetches armed)",
+                d->info.dev_id, timeout_ms, d->nr_queues - ended,
+                d->nr_queues, busy, armed);
       return -ETIMEDOUT;
+    }
     if (read (d->done_fd, &n, sizeof n) == sizeof n)
       ended += n;
   }

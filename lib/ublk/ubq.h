@@ -4,6 +4,7 @@
 #ifndef UBDKIT_UBQ_H
 #define UBDKIT_UBQ_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,6 +28,7 @@ struct ubq_tag {
   void *buf;
   bool ended;                   /* the kernel aborted this tag */
   bool settled;                 /* quiescing: aborted, or committed */
+  bool busy;                    /* a request of the kernel's is ours */
 };
 
 /* One thread serving a queue: all its tags, or with UBLK_F_PER_IO_DAEMON
@@ -43,6 +45,9 @@ struct ubq {
   size_t descs_len;
   unsigned ended;
   unsigned settled;             /* tags settled since the quiesce began */
+  struct loop_work sweep;       /* quiesce: settle the idle fetches */
+  struct loop_work stall;       /* tests only: see quiesce_test_stall */
+  bool finished;                /* ubq_end ran (under dev->qlock) */
   bool said_fallback;           /* zero copy: logged our first registration */
   struct ubq_batch *batch;      /* UBLK_F_BATCH_IO: ubbatch.c's state */
 };
@@ -64,6 +69,7 @@ struct ubdev {
   unsigned poll_us;
   struct ubdev_health *health;
   atomic_bool quiescing;        /* ubdev_quiesce is under way */
+  pthread_mutex_t qlock;        /* ubq.finished against a sweep posted */
 };
 
 /* ubdev.c: serve the request the kernel handed us in tag T. */

@@ -12,7 +12,13 @@ mkdir -p /tmp/ubd
 cp "$UBDKIT" /tmp/ubd/ubdkit
 U=/tmp/ubd/ubdkit
 truncate -s 512M /tmp/up.img
-dev=$("$U" add -q 2 ${UPGRADE_OPTS:-} file file=/tmp/up.img) || fail "add"
+# Every quiesce begins while the queue threads are busy for 300 ms (as in
+# a long request): commits queued before it reach the kernel during or
+# after its cancel, and requests it started wait for the thread to be
+# dispatched.  Either way the quiesce must still end with every request
+# completed (lib/ublk/ubdev.c, queue_sweep_idle).
+dev=$(UBDKIT_TEST_QUIESCE_STALL=300 "$U" add -q 2 ${UPGRADE_OPTS:-} \
+        file file=/tmp/up.img 2>/tmp/up.err) || { cat /tmp/up.err; fail "add"; }
 id=$(dev_id "$dev")
 if dev_flags "$dev" | grep -qw QUIESCE; then
   how=quiesced; expect="every request in flight completed"
@@ -31,7 +37,7 @@ rm -f /tmp/up.done /tmp/up.fail
     echo $n > /tmp/up.runs
   done ) &
 fio=$!
-for round in 1 2; do
+for round in 1 2 3; do
   sleep 3
   [ ! -e /tmp/up.fail ] || { cat /tmp/up.fail; fail "fio failed before upgrade $round"; }
   old=$(server_pid "$dev")
@@ -51,8 +57,10 @@ done
 touch /tmp/up.done
 wait $fio || true
 [ ! -e /tmp/up.fail ] || { cat /tmp/up.fail; fail "fio verify failed across upgrades"; }
-ok "fio verify on ext4 ran across 2 upgrades ($how, $(cat /tmp/up.runs) runs)"
+ok "fio verify on ext4 ran across 3 upgrades ($how, $(cat /tmp/up.runs) runs)"
 umount /mnt/up
+grep -q "have not settled" /tmp/up.err && { cat /tmp/up.err; fail "a quiesce did not settle"; }
+echo "queues that met fetches the kernel left armed, settled: $(grep -c 'left armed' /tmp/up.err || true)"
 e2fsck -f -n "$dev" >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "fsck after upgrades"; }
 roundtrip "$dev" "after upgrades"
 "$U" del "$id" || fail "del after upgrades"
