@@ -70,7 +70,7 @@ conf_line (struct device_conf *c, char *s, int line, char **params,
   char *eq = strchr (s, '='), *w;
   uint64_t v;
 
-  if (!eq || eq == s)
+  if (!eq || eq == s || strcspn (s, " \t") < (size_t) (eq - s))
     return bad_conf (c, line, "expected KEY=VALUE");
   *eq = '\0';
   if (strcmp (s, "BACKEND") == 0)
