@@ -16,7 +16,7 @@ make -s -C "$top" install DESTDIR="$root" >"$tmp/install.log" 2>&1 ||
   { cat "$tmp/install.log"; fail "make install DESTDIR=$root"; }
 unitdir=$(sed -n 's/^systemdsystemunitdir = //p' "$top/Makefile")
 gendir=$(sed -n 's/^systemdgeneratordir = //p' "$top/Makefile")
-bindir=$(make -s -C "$top" -f Makefile -f - print-bindir <<'EOF'
+bindir=$(make -s --no-print-directory -C "$top" -f Makefile -f - print-bindir <<'EOF'
 print-bindir:
 	@echo $(bindir)
 EOF
