@@ -208,7 +208,7 @@ state_write (const char *name, unsigned id)
 static int
 run_add (const struct device_conf *c, char *out, size_t len)
 {
-  char *argv[MAX_ARGS + 8], idbuf[24];
+  char *argv[MAX_ARGS + 8], idbuf[24], self[4096];
   int n = 0, p[2], status;
   ssize_t r;
   size_t got = 0;
@@ -227,6 +227,14 @@ run_add (const struct device_conf *c, char *out, size_t len)
   for (int i = 0; i < c->nr_params; i++)
     argv[n++] = c->args[c->nr_options + i];
   argv[n] = NULL;
+  /* The binary's path, not /proc/self/exe itself: under valgrind only
+   * readlink is told the client's path. */
+  r = readlink ("/proc/self/exe", self, sizeof self - 1);
+  if (r <= 0) {
+    fprintf (stderr, "ubdkit up: readlink /proc/self/exe: %m\n");
+    return 1;
+  }
+  self[r] = '\0';
   if (pipe (p) == -1 || (pid = fork ()) == -1) {
     fprintf (stderr, "ubdkit up: %s: %m\n", c->name);
     return 1;
@@ -235,8 +243,8 @@ run_add (const struct device_conf *c, char *out, size_t len)
     dup2 (p[1], STDOUT_FILENO);
     close (p[0]);
     close (p[1]);
-    execv ("/proc/self/exe", argv);
-    fprintf (stderr, "ubdkit up: exec /proc/self/exe: %m\n");
+    execv (self, argv);
+    fprintf (stderr, "ubdkit up: exec %s: %m\n", self);
     _exit (1);
   }
   close (p[1]);
@@ -315,6 +323,13 @@ conf_filter (const struct dirent *e)
   return n > 5 && e->d_name[0] != '.' && strcmp (e->d_name + n - 5, ".conf") == 0;
 }
 
+/* 2 (a config error) over 1 (a device failed) over 0. */
+static int
+worst (int a, int b)
+{
+  return a > b ? a : b;
+}
+
 /* Run FN on each device named in argv[optind..], or, with --all, on every
  * DIR/ *.conf (in name order for up, the reverse for down). */
 static int
@@ -334,7 +349,8 @@ for_each (const char *cmd, int argc, char **argv, const char *dir, bool all,
   }
   if (!all) {
     for (int i = optind; i < argc; i++)
-      status |= conf_read (&c, dir, argv[i]) == -1 ? 2 : fn (&c, force);
+      status = worst (status, conf_read (&c, dir, argv[i]) == -1
+                                ? 2 : fn (&c, force));
     return status;
   }
   n = scandir (dir, &list, conf_filter, alphasort);
@@ -345,7 +361,8 @@ for_each (const char *cmd, int argc, char **argv, const char *dir, bool all,
   for (int k = 0; k < n; k++) {
     struct dirent *e = list[reverse ? n - 1 - k : k];
     e->d_name[strlen (e->d_name) - 5] = '\0';
-    status |= conf_read (&c, dir, e->d_name) == -1 ? 2 : fn (&c, force);
+    status = worst (status, conf_read (&c, dir, e->d_name) == -1
+                              ? 2 : fn (&c, force));
   }
   for (int k = 0; k < n; k++)
     free (list[k]);
@@ -360,6 +377,28 @@ up_fn (const struct device_conf *c, bool force)
   return up_one (c);
 }
 
+static void
+devices_usage (bool is_down)
+{
+  if (is_down)
+    printf ("Usage: ubdkit down [--config-dir DIR] [--force] [--all | NAME...]\n"
+            "Delete the ublk devices DIR/NAME.conf describe (as ubdkit del).\n"
+            "\n"
+            "      --config-dir DIR  the configs (default " DEVICES_CONFIG_DIR ")\n"
+            "      --all             every DIR/*.conf, in reverse name order\n"
+            "  -f, --force           delete a device even if in use (mounted, swap)\n");
+  else
+    printf ("Usage: ubdkit up [--config-dir DIR] [--all | NAME...]\n"
+            "Create the ublk devices DIR/NAME.conf describe (as ubdkit add),\n"
+            "printing NAME: /dev/ublkbN for each; one already up is left alone.\n"
+            "\n"
+            "      --config-dir DIR  the configs (default " DEVICES_CONFIG_DIR ")\n"
+            "      --all             every DIR/*.conf, in name order\n"
+            "\n"
+            "NAME.conf: KEY=VALUE lines: BACKEND=NAME (required), ID=N (fixed\n"
+            "/dev/ublkbN), OPTIONS=ubdkit add options, and backend key=value.\n");
+}
+
 static int
 devices_main (const char *cmd, int argc, char **argv, bool is_down)
 {
@@ -367,12 +406,14 @@ devices_main (const char *cmd, int argc, char **argv, bool is_down)
   static const struct option up_opts[] = {
     { "config-dir", required_argument, NULL, O_DIR },
     { "all", no_argument, NULL, O_ALL },
+    { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   static const struct option down_opts[] = {
     { "config-dir", required_argument, NULL, O_DIR },
     { "all", no_argument, NULL, O_ALL },
     { "force", no_argument, NULL, O_FORCE },
+    { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   const char *dir = DEVICES_CONFIG_DIR;
@@ -381,12 +422,13 @@ devices_main (const char *cmd, int argc, char **argv, bool is_down)
 
   optind = 1;
   opterr = 0;
-  while ((c = getopt_long (argc, argv, is_down ? "f" : "",
+  while ((c = getopt_long (argc, argv, is_down ? "fh" : "h",
                            is_down ? down_opts : up_opts, NULL)) != -1) {
     switch (c) {
     case O_DIR: dir = optarg; break;
     case O_ALL: all = true; break;
     case 'f': case O_FORCE: force = true; break;
+    case 'h': devices_usage (is_down); return 0;
     default:
       fprintf (stderr, "ubdkit %s: unknown option '%s'\n", cmd,
                argv[optind - 1]);
