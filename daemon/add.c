@@ -304,7 +304,7 @@ run_supervised (struct supervisor_config *sc, struct backend *b)
 
   sfd = daemonize_signalfd ();
   if (sfd == -1 || check_control () == -1 || check_kernel (&sc->dev) == -1 ||
-      systemd_notify_init () == -1)
+      systemd_notify_init (false) == -1)
     return 1;
   if (!sc->foreground) {
     ready_fd = daemonize_start ();

@@ -63,7 +63,8 @@ run_captive (const char *cmd, const struct listeners *ls, const char *uri,
   snprintf (port, sizeof port, "%d", ls->port);
   if (setenv ("uri", uri, 1) == -1 || setenv ("nbd", uri, 1) == -1 ||
       setenv ("exportname", export_name, 1) == -1 ||
-      setenv ("unixsocket", ls->unix_path ? ls->unix_path : "", 1) == -1 ||
+      setenv ("unixsocket", ls->unix_path ? ls->unix_path
+              : ls->activated_path ? ls->activated_path : "", 1) == -1 ||
       setenv ("port", ls->port > 0 ? port : "", 1) == -1) {
     log_error ("--run: setenv: %m");
     return -1;
@@ -220,7 +221,7 @@ serve_run (struct serve_config *cfg)
   }
   sfd = daemonize_signalfd ();
   /* systemd: before --run can inherit NOTIFY_SOCKET (systemd.h). */
-  if (sfd == -1 || systemd_notify_init () == -1 ||
+  if (sfd == -1 || systemd_notify_init (true) == -1 ||
       listeners_open (&ls, cfg) == -1) {
     exports_close (&exports, false);
     listeners_close (&ls);

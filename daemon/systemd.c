@@ -18,7 +18,7 @@ static struct sockaddr_un notify_addr;
 static socklen_t notify_len;
 
 int
-systemd_notify_init (void)
+systemd_notify_init (bool unset)
 {
   const char *path = getenv ("NOTIFY_SOCKET");
   size_t len;
@@ -47,7 +47,8 @@ systemd_notify_init (void)
     log_error ("NOTIFY_SOCKET: socket: %m");
     return -1;
   }
-  unsetenv ("NOTIFY_SOCKET");
+  if (unset)
+    unsetenv ("NOTIFY_SOCKET");
   return 0;
 }
 

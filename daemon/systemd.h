@@ -38,11 +38,13 @@ systemd_listen_fds_for_us (void)
   return *end == '\0' && end != pid && v == (long) getpid ();
 }
 
-/* Read NOTIFY_SOCKET, open the socket to notify through, and unset the
- * variable so that no command we start (--run, a device's server) takes
- * our messages for its own.  Call once, before forking; a no-op without
- * NOTIFY_SOCKET.  Returns -1 after logging if NOTIFY_SOCKET is unusable. */
-int systemd_notify_init (void);
+/* Read NOTIFY_SOCKET and open the socket to notify through; with UNSET,
+ * also unset the variable so that no command we start (serve's --run)
+ * takes our messages for its own.  (add keeps it: an upgrade execs the new
+ * binary in the supervisor's place, and that must notify too.)  Call
+ * once, before forking; a no-op without NOTIFY_SOCKET.  Returns -1 after
+ * logging if NOTIFY_SOCKET is unusable. */
+int systemd_notify_init (bool unset);
 
 /* Send one notification: the lines of FMT (e.g. "READY=1\nSTATUS=...").
  * Formats into a stack buffer; silently does nothing without
