@@ -26,6 +26,7 @@
 #include "size.h"
 #include "ubctl.h"
 #include "supervisor.h"
+#include "systemd.h"
 #include "ubdev.h"
 #include "ublk.h"
 
@@ -302,7 +303,8 @@ run_supervised (struct supervisor_config *sc, struct backend *b)
   int ready_fd = -1, sfd;
 
   sfd = daemonize_signalfd ();
-  if (sfd == -1 || check_control () == -1 || check_kernel (&sc->dev) == -1)
+  if (sfd == -1 || check_control () == -1 || check_kernel (&sc->dev) == -1 ||
+      systemd_notify_init (false) == -1)
     return 1;
   if (!sc->foreground) {
     ready_fd = daemonize_start ();

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "serve.h"
+#include "systemd.h"
 
 static int
 listen_unix (struct listeners *ls, const char *path,
@@ -136,12 +137,52 @@ listen_tcp (struct listeners *ls, const char *addr, const char *port)
   return 0;
 }
 
+/* systemd socket activation: take the passed sockets (TCP, Unix, any
+ * number up to our 16) instead of binding our own.  The URI names the
+ * first Unix socket if there is one, else the first TCP port. */
+static int
+listen_activated (struct listeners *ls)
+{
+  const char *names[16];
+  int n = systemd_listen_fds (ls->fds, names, sizeof ls->fds / sizeof ls->fds[0]);
+
+  if (n == -1)
+    return -1;
+  ls->n = n;
+  ls->activated = true;
+  ls->host = "localhost";
+  for (int i = 0; i < n; i++) {
+    struct sockaddr_un sun;
+    socklen_t len = sizeof sun;
+
+    if (getsockname (ls->fds[i], (struct sockaddr *) &sun, &len) == -1) {
+      log_error ("socket activation: fd %d: getsockname: %m", ls->fds[i]);
+      return -1;
+    }
+    if (sun.sun_family == AF_UNIX && !ls->activated_path &&
+        len > offsetof (struct sockaddr_un, sun_path) + 1) {
+      if (sun.sun_path[0] == '\0')
+        sun.sun_path[0] = '@';  /* abstract: libnbd's spelling */
+      ls->activated_path = strndup (sun.sun_path,
+                                    len - offsetof (struct sockaddr_un, sun_path));
+    }
+    else if ((sun.sun_family == AF_INET || sun.sun_family == AF_INET6) &&
+             ls->port <= 0)
+      ls->port = bound_port (ls->fds[i]);
+    log_debug ("socket activation: fd %d%s%s", ls->fds[i],
+               names[i][0] ? " named " : "", names[i]);
+  }
+  return 0;
+}
+
 int
 listeners_open (struct listeners *ls, const struct serve_config *cfg)
 {
   memset (ls, 0, sizeof *ls);
   ls->port = -1;
   ls->tls = cfg->server.tls.mode != TLS_OFF;
+  if (cfg->socket_activation)
+    return listen_activated (ls);
   if (cfg->unix_path && listen_unix (ls, cfg->unix_path, &cfg->access) == -1)
     return -1;
   if (cfg->port && listen_tcp (ls, cfg->bind_addr, cfg->port) == -1)
@@ -155,6 +196,8 @@ listeners_close (struct listeners *ls)
   for (size_t i = 0; i < ls->n; i++)
     close (ls->fds[i]);
   ls->n = 0;
+  free (ls->activated_path);
+  ls->activated_path = NULL;
   if (ls->unix_path) {
     unlink (ls->unix_path);
     free (ls->unix_path);
@@ -195,10 +238,11 @@ listeners_uri (const struct listeners *ls, const char *name, char *buf,
   char ename[3 * 4096 + 1];
 
   const char *s = ls->tls ? "s" : "";
+  const char *sock = ls->unix_path ? ls->unix_path : ls->activated_path;
 
   uri_escape (name, ename, sizeof ename);
-  if (ls->unix_path)
-    snprintf (buf, len, "nbd%s+unix:///%s?socket=%s", s, ename, ls->unix_path);
+  if (sock)
+    snprintf (buf, len, "nbd%s+unix:///%s?socket=%s", s, ename, sock);
   else if (strchr (ls->host, ':'))
     snprintf (buf, len, "nbd%s://[%s]:%d/%s", s, ls->host, ls->port, ename);
   else

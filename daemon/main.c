@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "devices.h"
 #include "log.h"
 #include "serve.h"
 #include "ublk.h"
@@ -22,6 +23,8 @@ usage (void)
           "  resize   give a ublk device its backend's new size ([--shrink] ID [SIZE])\n"
           "  upgrade  hand a ublk device over to the ubdkit binary now on disk (ID)\n"
           "  features the ublk features of the running kernel\n"
+          "  up       create the ublk devices of /etc/ubdkit/devices.d ([--all | NAME...])\n"
+          "  down     delete them ([--force] [--all | NAME...])\n"
           "\n"
           "Options: ubdkit serve --help; ubdkit add --help; ubdkit --version.\n"
           "Example: ubdkit serve -U /run/disk.sock file file=disk.img\n");
@@ -61,6 +64,11 @@ main (int argc, char **argv)
     return cmd_upgrade (argc - 1, argv + 1);
   if (strcmp (argv[1], "features") == 0)
     return cmd_features (argc - 1, argv + 1);
+  /* systemd: persistent devices (devices.c). */
+  if (strcmp (argv[1], "up") == 0)
+    return cmd_up (argc - 1, argv + 1);
+  if (strcmp (argv[1], "down") == 0)
+    return cmd_down (argc - 1, argv + 1);
   if (strcmp (argv[1], "serve") != 0) {
     fprintf (stderr, "ubdkit: unknown command '%s' (see 'ubdkit --help')\n",
              argv[1]);

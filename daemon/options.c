@@ -9,6 +9,7 @@
 
 #include "ubdkit/backend.h"
 #include "serve.h"
+#include "systemd.h"
 #include "log.h"
 #include "size.h"
 #include "loop.h"
@@ -332,7 +333,11 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
     cfg->params = &argv[optind + 1];
     cfg->nr_params = argc - optind - 1;
   }
-  if (!cfg->unix_path && !cfg->port)
+  /* systemd socket activation (systemd.h) replaces the default port. */
+  if (!cfg->unix_path && !cfg->port && !cfg->bind_addr &&
+      systemd_listen_fds_for_us ())
+    cfg->socket_activation = true;
+  if (!cfg->unix_path && !cfg->port && !cfg->socket_activation)
     cfg->port = "10809";
   if (strlen (cfg->export_name) > 4096 ||
       (cfg->description && strlen (cfg->description) > 4096)) {

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "privs.h"
 #include "serve.h"
+#include "systemd.h"
 
 static int
 write_pidfile (const char *path)
@@ -62,7 +63,8 @@ run_captive (const char *cmd, const struct listeners *ls, const char *uri,
   snprintf (port, sizeof port, "%d", ls->port);
   if (setenv ("uri", uri, 1) == -1 || setenv ("nbd", uri, 1) == -1 ||
       setenv ("exportname", export_name, 1) == -1 ||
-      setenv ("unixsocket", ls->unix_path ? ls->unix_path : "", 1) == -1 ||
+      setenv ("unixsocket", ls->unix_path ? ls->unix_path
+              : ls->activated_path ? ls->activated_path : "", 1) == -1 ||
       setenv ("port", ls->port > 0 ? port : "", 1) == -1) {
     log_error ("--run: setenv: %m");
     return -1;
@@ -218,7 +220,9 @@ serve_run (struct serve_config *cfg)
     return r == -1 ? 2 : 1;       /* usage error : a plugin's config failed */
   }
   sfd = daemonize_signalfd ();
-  if (sfd == -1 || listeners_open (&ls, cfg) == -1) {
+  /* systemd: before --run can inherit NOTIFY_SOCKET (systemd.h). */
+  if (sfd == -1 || systemd_notify_init (true) == -1 ||
+      listeners_open (&ls, cfg) == -1) {
     exports_close (&exports, false);
     listeners_close (&ls);
     return 1;
@@ -262,8 +266,14 @@ serve_run (struct serve_config *cfg)
     log_info ("ready: loop threads %s IO_FLUSHERs",
               server_threads_io_flusher () ? "are" : "are not");
     daemonize_ready (&ready_fd, 0, NULL);
+    /* systemd Type=notify: serving now, listeners bound, backends open,
+     * privileges dropped.  MAINPID: --daemonize made us a new process. */
+    systemd_notify ("READY=1\nSTATUS=serving %zu export%s at %s\nMAINPID=%d",
+                    exports.n, exports.n == 1 ? "" : "s", uri, (int) getpid ());
     status = child == -1 && cfg->run ? 1 : main_loop (&ls, sfd, child,
                                                      &cfg->access);
+    systemd_notify ("STOPPING=1\nSTATUS=stopping: finishing requests in "
+                    "flight");
   }
 
   listeners_close (&ls);

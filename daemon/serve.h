@@ -27,6 +27,8 @@ struct serve_config {
   char **params;                /* key=value ... */
   int nr_params;
   struct access_config access;  /* --allow, --deny, -u, -g, --unix-* */
+  /* systemd: no -U/-p/--bind and LISTEN_PID names us (systemd.c). */
+  bool socket_activation;
 };
 
 /* Parse argv (after "serve").  Returns 0, 1 if --help was printed, or -1
@@ -45,6 +47,10 @@ struct listeners {
   int port;                     /* the bound TCP port, or -1 */
   const char *host;             /* for the URI */
   bool tls;                     /* nbds:// */
+  /* systemd socket activation: the sockets are systemd's, never unlinked;
+   * an activated Unix socket's path (for the URI) or NULL. */
+  bool activated;
+  char *activated_path;
 };
 int listeners_open (struct listeners *ls, const struct serve_config *cfg);
 void listeners_close (struct listeners *ls);

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "srvctl.h"
 #include "supervisor.h"
+#include "systemd.h"
 #include "ublk.h"
 
 #ifndef SYS_pidfd_open
@@ -66,6 +67,10 @@ server_main (const struct supervisor_config *cfg, struct backend *b,
     fflush (stdout);
   }
   daemonize_ready (&ready_fd, 0, line);
+  /* systemd Type=notify: the supervisor is the main process, we are its
+   * child (the unit needs NotifyAccess=all).  Again after a recovery. */
+  systemd_notify ("READY=1\nMAINPID=%d\nSTATUS=serving %s as /dev/ublkb%u",
+                  (int) getppid (), b->args, ubdev_id (dev));
   ctl_fd = srvctl_listen (ubdev_id (dev));
   while (cmd_wait_for_end (sfd, ubdev_done_fd (dev), ctl_fd) == 1) {
     switch (srvctl_handle (ctl_fd, dev, &bc.view)) {
@@ -261,6 +266,8 @@ supervisor_run (const struct supervisor_config *cfg, struct backend *b,
       log_info ("supervisor: signal %d: stopping server %d", (int) si.ssi_signo,
                 (int) pid);
       stopping = true;
+      systemd_notify ("STOPPING=1\nSTATUS=stopping /dev/ublkb%d",
+                      (int) atomic_load (&h->dev_id));
       kill (pid, SIGTERM);
     }
     if (!stopping && ever_ready && watchdog_expired (cfg, h, &w)) {

@@ -1,0 +1,14 @@
+#!/bin/bash
+# Persistent devices: the commands ubdkit-devices.service runs (`ubdkit up`
+# at boot, `ubdkit down` at shutdown) against the real kernel, in one VM
+# boot; and sd_notify from a supervised `ubdkit add --foreground`.  The
+# unit's ordering itself needs systemd as init: see docs/systemd.md for
+# what is and is not covered.
+source "${srcdir:-.}/functions.sh"
+vm="$srcdir/vm"
+listen="${builddir:-.}/notify-listen"
+[ -x "$listen" ] || fail "$listen is not built (make check builds it)"
+exec "$vm/vm-run" --timeout 600 \
+  --carry "$vm/lib.sh=/vmlib.sh" --env VMLIB=/vmlib.sh \
+  --carry "$listen=/ubdkit/notify-listen" --env NOTIFY_LISTEN=/ubdkit/notify-listen \
+  "$vm/devices-up-down.sh" "$vm/devices-notify.sh"
