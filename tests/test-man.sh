@@ -40,6 +40,13 @@ for p in $pages; do
   [ -z "$long" ] || problem "$p.8: lines wider than 80 columns: $long"
 done
 
+# ubdkit-down(8) is ubdkit-up(8), by name, as installed (man8/).
+mkdir -p "$tmp/man/man8"
+cp "$mandir"/*.8 "$tmp/man/man8/"
+LC_ALL=C.UTF-8 MANPATH=$tmp/man MANWIDTH=80 man -E UTF-8 ubdkit-down 2>&1 |
+  grep -q '^       ubdkit-up, ubdkit-down - ' ||
+  problem "man ubdkit-down does not show ubdkit-up(8)"
+
 # 2. Each backend of `ubdkit serve --help` has its page.
 "$UBDKIT" serve --help >"$tmp/serve-help"
 backends=$(sed -n '/^Backends:/,$s/^  \([a-z][a-z0-9]*\)[ :].*/\1/p' "$tmp/serve-help")
