@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The man pages (docs/man/*.pod, built by make with pod2man): each renders
 # with `man -l` without a warning from man or groff and within 80 columns;
+# each backend has its page, listing the keys of --help and no others;
 # every backend and every command of --help has its documentation; and
 # for each command the options of its --help and of its man page are the
 # same set, compared both ways.
@@ -54,6 +55,26 @@ backends=$(sed -n '/^Backends:/,$s/^  \([a-z][a-z0-9]*\)[ :].*/\1/p' "$tmp/serve
 for b in $backends; do
   [ -s "$poddir/ubdkit-$b.pod" ] || problem "backend $b: no docs/man/ubdkit-$b.pod"
   case " $(echo $pages) " in *" ubdkit-$b "*) ;; *) problem "backend $b: its page is not in this test's list" ;; esac
+done
+
+# ... and the same keys in --help ("           key=VALUE  text" under the
+# backend) as in its page's PARAMETERS (=item B<key=>...), both ways.
+sed -n '/^Backends:/,$p' "$tmp/serve-help" | awk '
+  /^  [a-z]/ { split ($1, a, ":"); b = a[1] }
+  /^           [a-z][a-z-]*=/ { k = $1; sub (/=.*/, "", k); print b, k }' |
+  sort -u >"$tmp/help-keys"
+[ -s "$tmp/help-keys" ] || problem "no backend keys found in 'ubdkit serve --help'"
+for b in $backends; do
+  [ -s "$poddir/ubdkit-$b.pod" ] || continue
+  sed -n '/^=head1 PARAMETERS/,/^=head1/s/^=item B<\([a-z][a-z-]*\)=>.*/\1/p' \
+    "$poddir/ubdkit-$b.pod" | sort -u >"$tmp/man-keys-$b"
+  awk -v b="$b" '$1 == b { print $2 }' "$tmp/help-keys" >"$tmp/help-keys-$b"
+  for k in $(comm -23 "$tmp/help-keys-$b" "$tmp/man-keys-$b"); do
+    problem "backend $b: key $k= is in --help but not in ubdkit-$b(8)"
+  done
+  for k in $(comm -13 "$tmp/help-keys-$b" "$tmp/man-keys-$b"); do
+    problem "backend $b: key $k= is in ubdkit-$b(8) but not in --help"
+  done
 done
 
 # 3. Each command of `ubdkit --help` is in ubdkit(8)'s COMMANDS.
