@@ -2,7 +2,7 @@
 # The man pages (docs/man/*.pod, built by make with pod2man): each renders
 # with `man -l` without a warning from man or groff and within 80 columns;
 # each backend has its page, listing the keys of --help and no others;
-# every backend and every command of --help has its documentation; and
+# every command of --help is in ubdkit(8); and
 # for each command the options of its --help and of its man page are the
 # same set, compared both ways.
 source "${srcdir:-.}/functions.sh"
