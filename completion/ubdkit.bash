@@ -178,7 +178,8 @@ _ubdkit_complete ()
   local prog=${words[0]}
 
   COMPREPLY=()
-  # The command, its options so far, and the backend if one is named.
+  # The command, its options so far, and its first operand: the backend
+  # of serve and add, the device id or config name of the others.
   for ((i = 1; i < cword; i++)); do
     w=${words[i]}
     if [ -z "$cmd" ]; then
