@@ -374,7 +374,10 @@ cmd_recover (int argc, char **argv)
 
   optind = 1;
   opterr = 0;
-  while ((c = getopt_long (argc, argv, "", opts, NULL)) != -1) {
+  /* optind > argc: a usage error, parsing stops (getopt would read past
+   * argv). */
+  while (optind <= argc &&
+         (c = getopt_long (argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
     case O_FG: sc.foreground = true; break;
     case O_WATCHDOG:
