@@ -6,6 +6,8 @@
 
 #include "log.h"
 #include "serve.h"
+#include "stats.h"
+#include "control.h"
 #include "ublk.h"
 
 static void
@@ -22,6 +24,7 @@ usage (void)
           "  resize   give a ublk device its backend's new size ([--shrink] ID [SIZE])\n"
           "  upgrade  hand a ublk device over to the ubdkit binary now on disk (ID)\n"
           "  features the ublk features of the running kernel\n"
+          "  stats    request counters of a device or server ([--json] ID|PATH)\n"
           "\n"
           "Options: ubdkit serve --help; ubdkit add --help; ubdkit --version.\n"
           "Example: ubdkit serve -U /run/disk.sock file file=disk.img\n");
@@ -37,6 +40,7 @@ main (int argc, char **argv)
     fprintf (stderr, "ubdkit: no command given (see 'ubdkit --help')\n");
     return 2;
   }
+  stats_init ();                /* before any thread: see stats.h */
   if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {
     usage ();
     printf ("\n");
@@ -61,6 +65,9 @@ main (int argc, char **argv)
     return cmd_upgrade (argc - 1, argv + 1);
   if (strcmp (argv[1], "features") == 0)
     return cmd_features (argc - 1, argv + 1);
+  /* Observability: */
+  if (strcmp (argv[1], "stats") == 0)
+    return cmd_stats (argc - 1, argv + 1);
   if (strcmp (argv[1], "serve") != 0) {
     fprintf (stderr, "ubdkit: unknown command '%s' (see 'ubdkit --help')\n",
              argv[1]);
