@@ -40,7 +40,8 @@ is_id (const char *s)
 }
 
 int
-control_query (const char *target, const char *req, char *buf, size_t len)
+control_query (const char *target, const char *req, char *buf, size_t len,
+               bool quiet)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
   struct timeval tv = { 5, 0 };
@@ -52,7 +53,8 @@ control_query (const char *target, const char *req, char *buf, size_t len)
   if (is_id (target))
     srvctl_socket_path (strtoul (target, NULL, 10), &sa);
   else if (strlen (target) >= sizeof sa.sun_path) {
-    fprintf (stderr, "ubdkit stats: %s: the path is too long for a Unix "
+    if (!quiet)
+      fprintf (stderr, "ubdkit stats: %s: the path is too long for a Unix "
              "socket\n", target);
     return -1;
   }
@@ -60,10 +62,11 @@ control_query (const char *target, const char *req, char *buf, size_t len)
     strcpy (sa.sun_path, target);
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd == -1 || connect (fd, (struct sockaddr *) &sa, sizeof sa) == -1) {
-    fprintf (stderr, "ubdkit stats: %s: %s (%s)\n", sa.sun_path,
-             strerror (errno), is_id (target)
-             ? "is the device's server running?"
-             : "is it a `ubdkit serve --control` socket?");
+    if (!quiet)
+      fprintf (stderr, "ubdkit stats: %s: %s (%s)\n", sa.sun_path,
+               strerror (errno), is_id (target)
+               ? "is the device's server running?"
+               : "is it a `ubdkit serve --control` socket?");
     if (fd >= 0)
       close (fd);
     return -1;
@@ -71,7 +74,9 @@ control_query (const char *target, const char *req, char *buf, size_t len)
   setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   snprintf (line, sizeof line, "%s\n", req);
   if (send (fd, line, strlen (line), MSG_NOSIGNAL) != (ssize_t) strlen (line)) {
-    fprintf (stderr, "ubdkit stats: %s: %s\n", sa.sun_path, strerror (errno));
+    if (!quiet)
+      fprintf (stderr, "ubdkit stats: %s: %s\n", sa.sun_path,
+               strerror (errno));
     close (fd);
     return -1;
   }
@@ -80,13 +85,15 @@ control_query (const char *target, const char *req, char *buf, size_t len)
   close (fd);
   buf[got] = '\0';
   if (got == 0) {
-    fprintf (stderr, "ubdkit stats: %s: no answer from the server\n",
-             sa.sun_path);
+    if (!quiet)
+      fprintf (stderr, "ubdkit stats: %s: no answer from the server\n",
+               sa.sun_path);
     return -1;
   }
   if (strncmp (buf, "error ", 6) == 0) {
     buf[strcspn (buf, "\n")] = '\0';
-    fprintf (stderr, "ubdkit stats: %s: %s\n", sa.sun_path, buf + 6);
+    if (!quiet)
+      fprintf (stderr, "ubdkit stats: %s: %s\n", sa.sun_path, buf + 6);
     return -1;
   }
   return 0;
@@ -122,7 +129,7 @@ cmd_stats (int argc, char **argv)
     return 2;
   }
   if (control_query (argv[optind], json ? "stats json" : "stats text", buf,
-                   sizeof buf) == -1)
+                     sizeof buf, false) == -1)
     return 1;
   fputs (buf, stdout);
   return 0;
