@@ -5,6 +5,7 @@
 # read past the end, a write-zeroes with a flag it does not take) must
 # show up exactly, per export, in the JSON (which must parse) and in the
 # text; one request slot and pipelined reads count pool waits;
+# a remote backend whose server restarts counts a reconnect;
 # UBDKIT_STATS=off keeps the counters at zero; bad targets get clear
 # errors.
 source "${srcdir:-.}/functions.sh"
@@ -155,6 +156,44 @@ for c in cookies:
 c = json.load(sys.stdin)["exports"][0]["counters"]
 assert c["requests"]["read"] == 16, c
 assert c["pool_waits"] >= 1, c' || fail "no pool wait counted with one slot"
+
+# Reconnects of the remote backend: a proxy to a file server that is
+# killed and started again counts one.
+if $UBDKIT --help 2>&1 | grep -q '^  nbd '; then
+  truncate -s 4M "$tmp/rdisk"
+  rsock=$tmp/remote.sock
+  rpid=
+  cleanup_fn 'kill -9 $rpid 2>/dev/null'
+  start_remote () {
+    rm -f "$rsock"
+    $UBDKIT serve -U "$rsock" file file="$tmp/rdisk" 2>>"$tmp/remote.log" &
+    rpid=$!
+    for (( i=0; i<200; i++ )); do
+      $NBDSH -u "nbd+unix:///?socket=$rsock" -c pass 2>/dev/null && return
+      sleep 0.05
+    done
+    fail "the remote did not start"
+  }
+  start_remote
+  start_server psock ppid --control "$tmp/pctl" nbd \
+    uri="nbd+unix:///?socket=$rsock" connections=1 retry=50 retry-delay=0.1
+  wait_socket "$tmp/pctl"
+  $NBDSH -u "nbd+unix:///?socket=$psock" -c 'h.pread(4096, 0)'
+  kill -9 $rpid; wait $rpid 2>/dev/null || true
+  start_remote
+  $NBDSH -u "nbd+unix:///?socket=$psock" -c 'h.pread(4096, 4096)' ||
+    fail "the proxy does not serve after the remote came back"
+  n=
+  for (( i=0; i<100; i++ )); do
+    n=$("$UBDKIT" stats --json "$tmp/pctl" | python3 -c 'import json, sys
+print(json.load(sys.stdin)["exports"][0]["counters"]["reconnects"])')
+    [ "$n" = 1 ] && break
+    sleep 0.1
+  done
+  [ "$n" = 1 ] || fail "reconnects is '$n', not 1"
+else
+  echo "built without libnbd: reconnects not tested"
+fi
 
 # Switched off: the socket answers, the counters stay at zero.
 UBDKIT_STATS=off start_server sock2 pid2 --control "$tmp/ctl2" memory size=1M
