@@ -11,7 +11,8 @@
 # Unix socket): 4k random reads at QD1 and at QD32.  Reported: IOPS and
 # the server's CPU time per request (utime+stime from /proc/PID/stat
 # around each run, over the requests fio completed), per round, and the
-# medians of the ratios on/off.  Both servers get --poll 0, so that CPU
+# medians of the ratios on/off.  The order of the servers rotates from
+# round to round.  Both servers get --poll 0, so that CPU
 # time is work and not adaptive polling's spinning, which would bury a
 # difference this small.
 #
@@ -93,7 +94,11 @@ rows=$scratch/rows.tsv
 for w in qd1 qd32; do
   qd=${w#qd}
   for r in $(seq "$ROUNDS"); do
-    for v in "${variants[@]}"; do
+    # Each round starts with the next variant: whoever runs first after a
+    # pause (CPU frequency, the scheduler's placement) must not always be
+    # the same server.
+    order=("${variants[@]:$(( r % ${#variants[@]} ))}" "${variants[@]:0:$(( r % ${#variants[@]} ))}")
+    for v in "${order[@]}"; do
       out=$scratch/$w-$v-$r.json
       t0=$(cpu_ticks "${pid[$v]}")
       fio_run "$v" "$out" --rw=randread --bs=4k --iodepth="$qd" --norandommap \
@@ -112,6 +117,11 @@ PY
   done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+# The bumps alone (bench/stats-micro.c): ns per request, for a scale the
+# end-to-end runs cannot resolve on a shared host.
+cc -O2 -I "$repo/lib/core" -I "$repo" "$here/stats-micro.c" \
+  "$repo/lib/core/stats.c" -o "$scratch/stats-micro" || die "cannot build stats-micro"
+micro=$("$scratch/stats-micro") || die "stats-micro failed"
 # The counters of "on" saw the requests: a sanity check that they count.
 reads_on=$("$UBDKIT" stats --json "$scratch/on.ctl" |
   $PY -c 'import json, sys; print(json.load(sys.stdin)["exports"][0]["counters"]["requests"]["read"])')
@@ -119,10 +129,12 @@ ios_on=$(awk -F'\t' '$2 == "on" { s += $6 } END { print s }' "$rows")
 
 $PY - "$rows" "$OUT" "$RUNTIME" "$ROUNDS" "$SIZE" "$load_before" "$load_after" \
   "$reads_on" "$ios_on" "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo ?)" \
+  "$micro" \
   "${variants[@]}" <<'PY'
 import statistics, sys, datetime, os
-rows, out, runtime, rounds, size, lb, la, reads_on, ios_on, commit = sys.argv[1:11]
-variants = sys.argv[11:]
+rows, out, runtime, rounds, size, lb, la, reads_on, ios_on, commit, micro = sys.argv[1:12]
+variants = sys.argv[12:]
+m_base, m_on, m_off = (float(x) for x in micro.split())
 data = {}
 for line in open(rows):
     w, v, r, iops, cpu, ios = line.split("\t")
@@ -153,6 +165,11 @@ for w in data:
     o.append("\nMedian ratios on/off: IOPS %.3f, server CPU per request %.3f "
              "(spread of the IOPS ratio over rounds: %.3f to %.3f).\n"
              % (statistics.median(ri), statistics.median(rc), min(ri), max(ri)))
+o.append("\n## The bumps alone (bench/stats-micro.c)\n")
+o.append("One request's counting (stats_request + completed), in a loop of "
+         "calls: %.2f ns per request with the counters on, %.2f with "
+         "UBDKIT_STATS=off, %.2f for the empty call: the counting itself is "
+         "%.2f ns per request.\n" % (m_on, m_off, m_base, m_on - m_base))
 open(out, "w").write("\n".join(o))
 print("\n".join(o))
 PY
