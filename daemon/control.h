@@ -16,12 +16,13 @@ void control_stop (void);
 
 /* stats.c, the client: `ubdkit stats` (argv after "stats"; returns the
  * exit status), and one request REQ to TARGET (a ublk device ID or a
- * control socket path), its whole answer into BUF.  Returns 0, or -1
- * after printing why unless QUIET (an "error ..." answer included). */
+ * control socket path), its whole answer into BUF, waiting at most
+ * TIMEOUT_MS for each read.  Returns 0, or -1 after printing why unless
+ * QUIET (an "error ..." answer included). */
 #include <stdbool.h>
 #include <stddef.h>
 int cmd_stats (int argc, char **argv);
 int control_query (const char *target, const char *req, char *buf, size_t len,
-                   bool quiet);
+                   bool quiet, int timeout_ms);
 
 #endif

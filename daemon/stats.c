@@ -41,10 +41,10 @@ is_id (const char *s)
 
 int
 control_query (const char *target, const char *req, char *buf, size_t len,
-               bool quiet)
+               bool quiet, int timeout_ms)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
-  struct timeval tv = { 5, 0 };
+  struct timeval tv = { timeout_ms / 1000, timeout_ms % 1000 * 1000 };
   size_t got = 0;
   ssize_t n;
   char line[64];
@@ -129,7 +129,7 @@ cmd_stats (int argc, char **argv)
     return 2;
   }
   if (control_query (argv[optind], json ? "stats json" : "stats text", buf,
-                     sizeof buf, false) == -1)
+                     sizeof buf, false, 5000) == -1)
     return 1;
   fputs (buf, stdout);
   return 0;
