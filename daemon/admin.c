@@ -19,6 +19,7 @@
 #include "log.h"
 #include "size.h"
 #include "srvctl.h"
+#include "control.h"
 #include "ubctl.h"
 #include "ublk.h"
 
@@ -327,6 +328,27 @@ json_string (const char *s)
   putchar ('"');
 }
 
+/* The counters of device ID's server (daemon/stats.c), if it is live
+ * and answers soon (a listing must not hang on a stuck server): a line of
+ * text, or a "stats" member holding its JSON object. */
+static void
+print_counters (uint32_t id, int state, bool json)
+{
+  char target[16], buf[8192];
+
+  if (state != UBLK_S_DEV_LIVE)
+    return;
+  snprintf (target, sizeof target, "%u", id);
+  if (control_query (target, json ? "stats json" : "stats line", buf,
+                     sizeof buf, true, 500) == -1)
+    return;
+  buf[strcspn (buf, "\n")] = '\0';
+  if (json)
+    printf (", \"stats\": %s", buf);
+  else
+    printf ("     counters: %s\n", buf);
+}
+
 static void
 print_device (struct ubctl *ctl, uint32_t id, bool json, bool first)
 {
@@ -348,6 +370,7 @@ print_device (struct ubctl *ctl, uint32_t id, bool json, bool first)
             info.queue_depth, (int) info.ublksrv_pid,
             io_flusher_state (info.ublksrv_pid), backend,
             ubctl_recovery_name (info.flags), flags);
+    print_counters (id, info.state, false);
     return;
   }
   printf ("%s\n  { \"id\": %u, \"device\": \"/dev/ublkb%u\", \"state\": \"%s\", "
@@ -360,6 +383,7 @@ print_device (struct ubctl *ctl, uint32_t id, bool json, bool first)
           (int) info.ublksrv_pid, (uint64_t) info.flags, flags,
           ubctl_recovery_name (info.flags), io_flusher_state (info.ublksrv_pid));
   json_string (backend);
+  print_counters (id, info.state, true);
   printf (" }");
 }
 

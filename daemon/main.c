@@ -7,6 +7,8 @@
 #include "devices.h"
 #include "log.h"
 #include "serve.h"
+#include "stats.h"
+#include "control.h"
 #include "ublk.h"
 
 static void
@@ -25,6 +27,7 @@ usage (void)
           "  features the ublk features of the running kernel\n"
           "  up       create the ublk devices of /etc/ubdkit/devices.d ([--all | NAME...])\n"
           "  down     delete them ([--force] [--all | NAME...])\n"
+          "  stats    request counters of a device or server ([--json] ID|PATH)\n"
           "\n"
           "Options: ubdkit serve --help; ubdkit add --help; ubdkit --version.\n"
           "Example: ubdkit serve -U /run/disk.sock file file=disk.img\n");
@@ -40,6 +43,7 @@ main (int argc, char **argv)
     fprintf (stderr, "ubdkit: no command given (see 'ubdkit --help')\n");
     return 2;
   }
+  stats_init ();                /* before any thread: see stats.h */
   if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {
     usage ();
     printf ("\n");
@@ -69,6 +73,9 @@ main (int argc, char **argv)
     return cmd_up (argc - 1, argv + 1);
   if (strcmp (argv[1], "down") == 0)
     return cmd_down (argc - 1, argv + 1);
+  /* Observability: */
+  if (strcmp (argv[1], "stats") == 0)
+    return cmd_stats (argc - 1, argv + 1);
   if (strcmp (argv[1], "serve") != 0) {
     fprintf (stderr, "ubdkit: unknown command '%s' (see 'ubdkit --help')\n",
              argv[1]);

@@ -23,6 +23,8 @@ enum {
   OPT_TLS_ALLOW_DN, OPT_TLS_PRIORITY, OPT_TLS_KTLS,
   /* Access control: */
   OPT_ALLOW, OPT_DENY, OPT_UNIX_MODE, OPT_UNIX_GROUP,
+  /* Observability (daemon/control.c): */
+  OPT_CONTROL,
 };
 
 #define MAX_EXPORTS 64
@@ -65,6 +67,8 @@ static const struct option long_options[] = {
   { "group", required_argument, NULL, 'g' },
   { "unix-mode", required_argument, NULL, OPT_UNIX_MODE },
   { "unix-group", required_argument, NULL, OPT_UNIX_GROUP },
+  /* Observability: */
+  { "control", required_argument, NULL, OPT_CONTROL },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
@@ -110,6 +114,7 @@ serve_usage (void)
 "                           set; serve until it exits and exit with its status\n"
 "      --daemonize          go to the background once serving\n"
 "  -P, --pidfile FILE       write the server's pid to FILE\n"
+"      --control PATH       answer `ubdkit stats PATH` on this Unix socket\n"
 "  -v, --verbose            debug output (twice: per-request debug too)\n"
 "\n"
 "Performance and memory (all memory is reserved at start):\n"
@@ -272,6 +277,7 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
     cfg->access.unix_group = arg;
     return access_parse_group (arg, &cfg->access.unix_gid) == -1
       ? bad ("--unix-group (no such group)", arg) : 0;
+  case OPT_CONTROL: cfg->control = arg; return 0;
   case 'v':
     log_more_verbose ();
     return 0;

@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "daemonize.h"
 #include "exports.h"
 #include "log.h"
@@ -240,8 +241,10 @@ serve_run (struct serve_config *cfg)
       (exports_need_workers (&exports) &&
        backend_workers_start (cfg->server.workers) == -1) ||
       server_start (&cfg->server, exports.list, exports.n) == -1 ||
+      (cfg->control && control_start (cfg->control) == -1) ||
       (cfg->pidfile && write_pidfile (cfg->pidfile) == -1)) {
     daemonize_ready (&ready_fd, 1, NULL);
+    control_stop ();
     listeners_close (&ls);
     exports_close (&exports, false);
     privs_helper_finish ();
@@ -277,6 +280,7 @@ serve_run (struct serve_config *cfg)
   }
 
   listeners_close (&ls);
+  control_stop ();              /* it reads the server's counters */
   server_stop ();
   backend_workers_stop ();
   exports_close (&exports, true);

@@ -19,6 +19,7 @@ struct serve_config {
   const char *run;              /* --run */
   bool daemonize;
   const char *pidfile;
+  const char *control;          /* --control: stats socket (control.c) */
   struct server_options server;
   struct progress_opts progress;
   const char *backend;          /* BACKEND, or NULL if only -E exports */

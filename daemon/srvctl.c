@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "size.h"
+#include "stats.h"
 #include "srvctl.h"
 #include "ublk.h"
 
@@ -24,6 +25,12 @@ sock_path (uint32_t id, struct sockaddr_un *sa)
   memset (sa, 0, sizeof *sa);
   sa->sun_family = AF_UNIX;
   snprintf (sa->sun_path, sizeof sa->sun_path, UBDKIT_RUNDIR "/%u.sock", id);
+}
+
+void
+srvctl_socket_path (uint32_t id, struct sockaddr_un *sa)
+{
+  sock_path (id, sa);
 }
 
 int
@@ -127,6 +134,48 @@ do_resize (int c, struct ubdev *dev, struct backend *view, const char *args)
   reply (c, "ok %" PRIu64 " %" PRIu64, cur, want);
 }
 
+/* "stats json", "stats text", "stats line" (for `ubdkit list`): the
+ * answer runs until we close (docs/observability.md). */
+static void
+do_stats (int c, struct ubdev *dev, struct backend *view, const char *how)
+{
+  static char out[8192];
+  struct stats_buf b = { .p = out, .len = sizeof out };
+  struct stats_sum sum;
+  const char *p;
+  size_t left;
+
+  ubdev_stats (dev, &sum);
+  sum.reconnects = backend_reconnects (view);
+  if (strcmp (how, "json") == 0) {
+    stats_printf (&b, "{\"kind\":\"ublk\",\"id\":%u,\"enabled\":%s,"
+                  "\"backend\":", ubdev_id (dev),
+                  stats_enabled () ? "true" : "false");
+    stats_json_string (&b, view->ops->name);
+    stats_printf (&b, ",\"counters\":");
+    stats_json_counters (&b, &sum);
+    stats_printf (&b, "}\n");
+  }
+  else if (strcmp (how, "text") == 0) {
+    stats_printf (&b, "device %u (%s)%s:\n", ubdev_id (dev), view->ops->name,
+                  stats_enabled () ? "" : ", counters disabled");
+    stats_text_counters (&b, &sum, "  ");
+  }
+  else if (strcmp (how, "line") == 0) {
+    stats_line_counters (&b, &sum);
+    stats_printf (&b, "\n");
+  }
+  else
+    stats_printf (&b, "error unknown stats format '%.32s'\n", how);
+  for (p = out, left = b.used; left > 0; ) {
+    ssize_t n = send (c, p, left, MSG_NOSIGNAL);
+    if (n <= 0)
+      break;                    /* the client went away */
+    p += n;
+    left -= n;
+  }
+}
+
 enum srvctl_result
 srvctl_handle (int fd, struct ubdev *dev, struct backend *view)
 {
@@ -161,6 +210,11 @@ srvctl_handle (int fd, struct ubdev *dev, struct backend *view)
   }
   req[got] = '\0';
   req[strcspn (req, "\n")] = '\0';
+  if (strcmp (req, "stats") == 0 || strncmp (req, "stats ", 6) == 0) {
+    do_stats (c, dev, view, req[5] ? req + 6 : "json");
+    close (c);
+    return SRVCTL_CONTINUE;
+  }
   if (strncmp (req, "resize ", 7) == 0) {
     do_resize (c, dev, view, req + 7);
     close (c);

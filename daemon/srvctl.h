@@ -26,6 +26,11 @@ void srvctl_close (int fd, uint32_t id);
 enum srvctl_result srvctl_handle (int fd, struct ubdev *dev,
                                   struct backend *view);
 
+/* The socket's address for device ID (for clients of their own:
+ * `ubdkit stats`). */
+struct sockaddr_un;
+void srvctl_socket_path (uint32_t id, struct sockaddr_un *sa);
+
 /* Client side: send REQ to the server of device ID and read its reply
  * into REPLY, waiting up to TIMEOUT_S.  Returns 0, or -1 after printing
  * why (PROG: the command, for the message). */

@@ -223,6 +223,11 @@ struct backend_ops {
               struct iovec *iov, unsigned max);
   void (*unmap) (void *h, uint32_t count, uint64_t offset,
                  const struct iovec *iov, unsigned n);
+
+  /* Optional, for the counters (lib/core/stats.h): how many times the
+   * backend has re-established its connection to a remote since open.
+   * Called from any thread; must not block. */
+  uint64_t (*reconnects) (void *h);
 };
 
 /* A backend opened for serving: ops + handle + cached answers. */
@@ -379,6 +384,12 @@ bool backend_needs_workers (const struct backend *b);
 /* Can its extents be asked on the loop thread at memory speed (an inline
  * backend with an extents callback)?  Then a read may look for holes. */
 bool backend_cheap_extents (const struct backend *b);
+/* The backend's reconnects (its ops->reconnects), 0 if it has none. */
+static inline uint64_t
+backend_reconnects (const struct backend *b)
+{
+  return b->ops->reconnects ? b->ops->reconnects (b->h) : 0;
+}
 
 /* Helpers for backends. */
 const char *backend_param_get (const struct backend_param *p, size_t n,

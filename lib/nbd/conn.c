@@ -214,6 +214,7 @@ conn_input (struct conn *c)
     if (c->phase == PHASE_TRANSMISSION && (c->send_busy || c->sq_head) &&
         c->inflight >= c->nl->fair_share) {
       c->hogging = true;
+      stats_bump (&conn_stats (c)->pool_waits, 1);
       return;
     }
     int r = c->phase == PHASE_HANDSHAKE

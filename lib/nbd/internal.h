@@ -22,6 +22,7 @@
 #include "request-pool.h"
 #include "protocol.h"
 #include "server.h"
+#include "server-stats.h"
 
 #define CONN_RBUF   32768       /* input buffer: headers, options, names,
                                  * small write payloads */
@@ -163,6 +164,7 @@ struct nbd_loop {
   /* Do the clients pipeline?  Of the last PIPE_WINDOW requests parsed, how
    * many found an earlier one of their connection still unanswered. */
   unsigned win_reqs, win_piped;
+  struct stats_block *stats;    /* one per export (stats.h) */
 };
 
 /* Polling (loop.c) is held while more than 1/PIPE_SHARE of the requests
@@ -172,6 +174,15 @@ struct nbd_loop {
  * before (the send completes as it is submitted). */
 #define PIPE_WINDOW 64
 #define PIPE_SHARE  8
+
+/* The loops (server.c), for the counters' readers (stats.c), and the
+ * connections accepted (written by the accepting thread only). */
+extern struct nbd_loop *server_loops;
+extern unsigned server_nr_loops;
+extern _Atomic uint64_t server_accepted;
+
+/* The counters of the export C is connected to. */
+#define conn_stats(c) (&(c)->nl->stats[(c)->exp - server_exports])
 
 /* Exports, shared read-only by all loops. */
 extern const struct export *server_exports;

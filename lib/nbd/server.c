@@ -15,8 +15,9 @@
 const struct export *server_exports;
 size_t server_nr_exports;
 
-static struct nbd_loop *loops;
-static unsigned nr_loops;
+struct nbd_loop *server_loops;
+unsigned server_nr_loops;
+_Atomic uint64_t server_accepted;
 
 const struct export *
 server_find_export (const char *name, size_t len)
@@ -136,10 +137,19 @@ on_start (struct loop *l)
 static int
 nbd_loop_init (struct nbd_loop *nl, unsigned id, const struct server_options *o)
 {
-  unsigned per_loop = (o->max_connections + nr_loops - 1) / nr_loops;
+  unsigned per_loop = (o->max_connections + server_nr_loops - 1) /
+                      server_nr_loops;
   char name[16];
 
   memset (nl, 0, sizeof *nl);
+  /* Counters (stats.h): a block per export, each on its own lines. */
+  nl->stats = aligned_alloc (STATS_LINE,
+                             server_nr_exports * sizeof *nl->stats);
+  if (!nl->stats) {
+    log_error ("cannot allocate counters: %m");
+    return -1;
+  }
+  memset (nl->stats, 0, server_nr_exports * sizeof *nl->stats);
   if (request_pool_init (&nl->pool, o->depth, sizeof (struct req),
                          o->buf_size) == -1)
     return -1;
@@ -180,17 +190,18 @@ server_start (const struct server_options *o, const struct export *exports,
   server_nr_exports = nr_exports;
   if (tls_setup (&o->tls) == -1)
     return -1;
-  nr_loops = o->threads;
-  loops = calloc (nr_loops, sizeof *loops);
-  if (!loops) {
+  server_nr_loops = o->threads;
+  server_loops = calloc (server_nr_loops, sizeof *server_loops);
+  if (!server_loops) {
     log_error ("calloc: %m");
     return -1;
   }
-  for (unsigned i = 0; i < nr_loops; i++)
-    if (nbd_loop_init (&loops[i], i, o) == -1)
+  for (unsigned i = 0; i < server_nr_loops; i++)
+    if (nbd_loop_init (&server_loops[i], i, o) == -1)
       return -1;
   log_info ("serving with %u loop threads, %u request slots of %zu KiB each, "
-            "up to %u connections", nr_loops, o->depth, o->buf_size / 1024,
+            "up to %u connections", server_nr_loops, o->depth,
+            o->buf_size / 1024,
             o->max_connections);
   return 0;
 }
@@ -201,10 +212,10 @@ server_add_connection (int fd, const char *peer)
   struct nbd_loop *best = NULL;
   unsigned best_n = 0;
 
-  for (unsigned i = 0; i < nr_loops; i++) {
-    unsigned n = atomic_load (&loops[i].assigned);
-    if (n < loops[i].nr_conns && (!best || n < best_n)) {
-      best = &loops[i];
+  for (unsigned i = 0; i < server_nr_loops; i++) {
+    unsigned n = atomic_load (&server_loops[i].assigned);
+    if (n < server_loops[i].nr_conns && (!best || n < best_n)) {
+      best = &server_loops[i];
       best_n = n;
     }
   }
@@ -214,6 +225,11 @@ server_add_connection (int fd, const char *peer)
     return -1;
   }
   atomic_fetch_add (&best->assigned, 1);
+  /* Only this thread writes it (see stats.h). */
+  atomic_store_explicit (&server_accepted, 1 +
+                         atomic_load_explicit (&server_accepted,
+                                               memory_order_relaxed),
+                         memory_order_relaxed);
   pthread_mutex_lock (&best->handoff_lock);
   best->handoff[best->nr_handoff].fd = fd;
   snprintf (best->handoff[best->nr_handoff].peer,
@@ -227,26 +243,27 @@ server_add_connection (int fd, const char *peer)
 void
 server_stop (void)
 {
-  for (unsigned i = 0; i < nr_loops; i++)
-    loop_stop (&loops[i].loop);
-  for (unsigned i = 0; i < nr_loops; i++) {
-    loop_join (&loops[i].loop);
-    request_pool_free (&loops[i].pool);
-    free (loops[i].conns);
-    free (loops[i].handoff);
-    pthread_mutex_destroy (&loops[i].handoff_lock);
+  for (unsigned i = 0; i < server_nr_loops; i++)
+    loop_stop (&server_loops[i].loop);
+  for (unsigned i = 0; i < server_nr_loops; i++) {
+    loop_join (&server_loops[i].loop);
+    request_pool_free (&server_loops[i].pool);
+    free (server_loops[i].conns);
+    free (server_loops[i].handoff);
+    free (server_loops[i].stats);
+    pthread_mutex_destroy (&server_loops[i].handoff_lock);
   }
-  free (loops);
-  loops = NULL;
-  nr_loops = 0;
+  free (server_loops);
+  server_loops = NULL;
+  server_nr_loops = 0;
   tls_cleanup ();
 }
 
 bool
 server_threads_io_flusher (void)
 {
-  for (unsigned i = 0; i < nr_loops; i++)
-    if (!loops[i].loop.io_flusher)
+  for (unsigned i = 0; i < server_nr_loops; i++)
+    if (!server_loops[i].loop.io_flusher)
       return false;
   return true;
 }

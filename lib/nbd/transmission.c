@@ -36,6 +36,7 @@
 #define EFFECT_PIECE (1u << 30)
 
 static void start_read_piece (struct req *r);
+static unsigned stats_op_of (uint16_t type);
 static void start_write_piece (struct req *r);
 
 uint32_t
@@ -100,6 +101,7 @@ req_release (struct req *r)
   struct nbd_loop *nl = c->nl;
 
   unmap_piece (r);
+  stats_bump (&conn_stats (c)->completed, 1);
   request_pool_put (&nl->pool, r);
   c->inflight--;
   /* Backpressure ends: let the first waiting connection take the slot. */
@@ -167,9 +169,11 @@ reply_final (struct req *r, int err)
     put16 (p + 4, 0);
     r->hdr_len += 6;
   }
-  if (err)
+  if (err) {
+    stats_error (conn_stats (r->c), stats_op_of (r->type));
     log_ddebug ("%s: request type %u failed: %s", r->c->peer, r->type,
                 strerror (-err));
+  }
   conn_queue_reply (r->c, r);
 }
 
@@ -244,6 +248,7 @@ read_piece_done (struct backend_io *io, int res)
       reply_final (r, res);
       return;
     }
+    stats_error (conn_stats (c), STATS_READ);
     log_ratelimited ("%s: read failed mid-reply (%s): closing",
                      c->peer, strerror (-res));
     req_release (r);
@@ -560,6 +565,14 @@ static const struct {
   [NBDP_CMD_BLOCK_STATUS] = { BACKEND_OP_EXTENTS, NBDP_CMD_FLAG_REQ_ONE },
 };
 
+/* The counters' type of an NBD command (stats.h). */
+static unsigned
+stats_op_of (uint16_t type)
+{
+  return type < sizeof commands / sizeof commands[0] && type != NBDP_CMD_DISC
+    ? (unsigned) commands[type].op : STATS_OTHER;
+}
+
 /* Does a payload follow this request's header? */
 static bool
 has_payload (const struct conn *c, uint16_t type, uint16_t flags)
@@ -653,6 +666,7 @@ get_slot (struct conn *c)
 
   if (!r) {
     /* Backpressure: read nothing more until a slot comes back. */
+    stats_bump (&conn_stats (c)->pool_waits, 1);
     c->waiting_slot = true;
     c->wait_next = NULL;
     if (nl->wait_tail && nl->wait_head)
@@ -731,6 +745,7 @@ transmission_step (struct conn *c)
   c->rstart += size;
   note_pipelining (c->nl, c->inflight > 0);
   c->inflight++;
+  stats_request (conn_stats (c), stats_op_of (type), len);
   log_ddebug ("%s: request type %u flags 0x%x offset %" PRIu64
               " count %" PRIu64, c->peer, r->type, r->nflags, r->offset,
               r->count);

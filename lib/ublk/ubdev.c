@@ -144,6 +144,30 @@ tag_commit (struct ubq_tag *t, int result)
     tag_command (t, false, result);
 }
 
+/* The counters' type of a kernel request (stats.h). */
+static unsigned
+stats_op (const struct ublksrv_io_desc *iod)
+{
+  switch (iod->op_flags & 0xff) {
+  case UBLK_IO_OP_READ: return STATS_READ;
+  case UBLK_IO_OP_WRITE: return STATS_WRITE;
+  case UBLK_IO_OP_FLUSH: return STATS_FLUSH;
+  case UBLK_IO_OP_DISCARD: return STATS_TRIM;
+  case UBLK_IO_OP_WRITE_ZEROES: return STATS_ZERO;
+  default: return STATS_OTHER;
+  }
+}
+
+/* A request of tag T answered with RES. */
+static void
+stats_done (struct ubq_tag *t, int res)
+{
+  if (res < 0)
+    stats_error (t->q->stats, stats_op (&t->q->descs[t->tag]));
+  stats_bump (&t->q->stats->completed, 1);
+  t->q->busy--;
+}
+
 static void
 io_done (struct backend_io *io, int res)
 {
@@ -154,6 +178,7 @@ io_done (struct backend_io *io, int res)
     log_ratelimited ("ublk q%u tag %u: op %d at %" PRIu64 "+%u: %s",
                      t->q->id, t->tag, io->op, io->offset, io->count,
                      strerror (-res));
+  stats_done (t, res);
   tag_commit (t, res < 0 ? res : rw ? (int) io->count : 0);
   atomic_fetch_add_explicit (&t->q->dev->health->completed, 1,
                              memory_order_relaxed);
@@ -226,6 +251,7 @@ registered (struct loop_event *ev, int res, uint32_t cqe_flags)
                      t->q->id, t->tag, strerror (-res));
     t->retry = (struct __kernel_timespec) { .tv_nsec = 1000 * 1000 };
     io_uring_prep_timeout (sqe, &t->retry, 0, 0);
+    stats_bump (&t->q->stats->pool_waits, 1);
     t->reg_ev.fn = register_again;
     io_uring_sqe_set_data (sqe, &t->reg_ev);
     return;
@@ -233,6 +259,7 @@ registered (struct loop_event *ev, int res, uint32_t cqe_flags)
   if (res < 0) {
     log_ratelimited ("ublk q%u tag %u: REGISTER_IO_BUF: %s", t->q->id,
                      t->tag, strerror (-res));
+    stats_done (t, res);
     tag_commit (t, res);
     return;
   }
@@ -248,9 +275,15 @@ ubq_tag_serve (struct ubq_tag *t)
 
   atomic_fetch_add_explicit (&t->q->dev->health->started, 1,
                              memory_order_relaxed);
+  stats_request (t->q->stats, stats_op (iod), (uint64_t) iod->nr_sectors << 9);
+  /* Every tag of this thread busy: the kernel holds further requests
+   * back (docs/observability.md: pool waits). */
+  if (++t->q->busy == t->q->pool.nr_slots)
+    stats_bump (&t->q->stats->pool_waits, 1);
   r = tag_request (t, iod);
 
   if (r < 0) {
+    stats_done (t, r);
     tag_commit (t, r);
     return;
   }
@@ -706,12 +739,18 @@ start_queues (struct ubdev *d)
     return -1;
   d->queues = calloc ((size_t) d->info.nr_hw_queues * d->threads,
                       sizeof *d->queues);
-  if (!d->queues)
+  d->stats = aligned_alloc (STATS_LINE, (size_t) d->info.nr_hw_queues *
+                            d->threads * sizeof *d->stats);
+  if (!d->queues || !d->stats)
     fatal ("calloc: %m");
+  memset (d->stats, 0, (size_t) d->info.nr_hw_queues * d->threads *
+          sizeof *d->stats);
   for (unsigned i = 0; i < d->info.nr_hw_queues; i++)
-    for (unsigned k = 0; k < d->threads; k++, d->nr_queues++)
+    for (unsigned k = 0; k < d->threads; k++, d->nr_queues++) {
+      d->queues[d->nr_queues].stats = &d->stats[d->nr_queues];
       if (queue_init (d, &d->queues[d->nr_queues], i, k) == -1)
         return -1;
+    }
   return 0;
 }
 
@@ -811,6 +850,14 @@ ubdev_recover (struct ubdev **out, struct ubctl *ctl, uint32_t id,
   return -1;
 }
 
+void
+ubdev_stats (const struct ubdev *d, struct stats_sum *sum)
+{
+  memset (sum, 0, sizeof *sum);
+  for (unsigned i = 0; i < d->nr_queues; i++)
+    stats_add (sum, &d->stats[i]);
+}
+
 uint32_t ubdev_id (const struct ubdev *d) { return d->info.dev_id; }
 uint64_t ubdev_flags (const struct ubdev *d) { return d->info.flags; }
 int ubdev_done_fd (const struct ubdev *d) { return d->done_fd; }
@@ -836,6 +883,7 @@ ubdev_free (struct ubdev *d)
     free (q->tags);
   }
   free (d->queues);
+  free (d->stats);
   if (d->cdev >= 0)
     close (d->cdev);
   if (d->done_fd >= 0)

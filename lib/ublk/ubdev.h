@@ -69,6 +69,10 @@ uint64_t ubdev_flags (const struct ubdev *d);
 int ubdev_done_fd (const struct ubdev *d);
 /* Are all queue threads IO_FLUSHERs? */
 bool ubdev_threads_io_flusher (const struct ubdev *d);
+/* The device's counters (lib/core/stats.h), summed over its queue
+ * threads, into SUM (reconnects left 0).  Any thread, while D lives. */
+struct stats_sum;
+void ubdev_stats (const struct ubdev *d, struct stats_sum *sum);
 /* UPDATE_SIZE to BYTES (a multiple of the logical block size), with the
  * backend view's size, against which requests are checked, following.
  * Control thread only.  Returns 0 or -errno (-EOPNOTSUPP: the device was

@@ -11,6 +11,7 @@
 
 #include "loop.h"
 #include "request-pool.h"
+#include "stats.h"
 #include "ubdev.h"
 
 struct ubq_batch;
@@ -50,6 +51,8 @@ struct ubq {
   bool finished;                /* ubq_end ran (under dev->qlock) */
   bool said_fallback;           /* zero copy: logged our first registration */
   struct ubq_batch *batch;      /* UBLK_F_BATCH_IO: ubbatch.c's state */
+  struct stats_block *stats;    /* this thread's counters (d->stats) */
+  unsigned busy;                /* tags holding a request */
 };
 
 struct ubdev {
@@ -68,6 +71,7 @@ struct ubdev {
   bool zc_test_enomem;          /* tests only: our first try "fails" */
   unsigned poll_us;
   struct ubdev_health *health;
+  struct stats_block *stats;    /* one per queue thread (stats.h) */
   atomic_bool quiescing;        /* ubdev_quiesce is under way */
   pthread_mutex_t qlock;        /* ubq.finished against a sweep posted */
 };

@@ -330,8 +330,13 @@ lane_connected (struct lane *ln)
     ln->state = LANE_LOST;      /* lane_kick closes it and retries */
     return;
   }
-  if (ln->attempts > 0)
+  if (ln->attempts > 0) {
     log_info ("nbd: %s: reconnected (attempt %u)", ln->r->uri, ln->attempts);
+    atomic_store_explicit (&ln->reconnects, 1 +
+                           atomic_load_explicit (&ln->reconnects,
+                                                 memory_order_relaxed),
+                           memory_order_relaxed);
+  }
   ln->state = LANE_CONNECTED;
   ln->attempts = 0;
 }

@@ -321,6 +321,18 @@ remote_submit (void *h, struct io_uring *ring, struct backend_io *io)
   return 0;
 }
 
+/* For the counters: summed over the lanes, each written by its owner. */
+static uint64_t
+remote_reconnects (void *h)
+{
+  struct remote *r = h;
+  uint64_t n = 0;
+
+  for (unsigned i = 0; i < r->nlanes; i++)
+    n += atomic_load_explicit (&r->lanes[i].reconnects, memory_order_relaxed);
+  return n;
+}
+
 const struct backend_ops remote_backend_ops = {
   .name = "nbd",
   .synopsis = "uri=URI [connections=N] [retry=N] [retry-delay=SECONDS]: "
@@ -343,6 +355,7 @@ const struct backend_ops remote_backend_ops = {
   .config = remote_config,
   .open = remote_open,
   .close = remote_close,
+  .reconnects = remote_reconnects,
   .get_size = remote_get_size,
   .get_caps = remote_get_caps,
   .block_size = remote_block_size,

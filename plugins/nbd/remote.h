@@ -35,6 +35,8 @@ struct lane {
   int fd;
   enum lane_state state;
   unsigned attempts;               /* reconnection attempts in this outage */
+  _Atomic uint64_t reconnects;     /* successful ones, since open (written
+                                    * by the owner thread only) */
   struct loop *loop;               /* the owner thread; NULL until claimed */
   struct loop_event in_ev, out_ev, timer_ev;
   bool in_armed, out_armed, timer_armed, cancelled;
