@@ -12,6 +12,9 @@ grep -q '^systemdsystemunitdir = /' "$top/Makefile" ||
   skip "configured without systemd units (--with-systemdsystemunitdir=no)"
 make_tmpdir
 root=$tmp/root
+# Run from `make check`, a make here would inherit its flags (-w prints
+# "Entering directory" into what we read, and the jobserver): start afresh.
+make () { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make "$@"; }
 make -s -C "$top" install DESTDIR="$root" >"$tmp/install.log" 2>&1 ||
   { cat "$tmp/install.log"; fail "make install DESTDIR=$root"; }
 unitdir=$(sed -n 's/^systemdsystemunitdir = //p' "$top/Makefile")
