@@ -10,6 +10,7 @@
 #include "ubdkit/backend.h"
 #include "serve.h"
 #include "log.h"
+#include "logging.h"
 #include "size.h"
 #include "loop.h"
 #include "privs.h"
@@ -22,6 +23,8 @@ enum {
   OPT_TLS_ALLOW_DN, OPT_TLS_PRIORITY, OPT_TLS_KTLS,
   /* Access control: */
   OPT_ALLOW, OPT_DENY, OPT_UNIX_MODE, OPT_UNIX_GROUP,
+  /* Logging: */
+  OPT_LOG,
 };
 
 #define MAX_EXPORTS 64
@@ -64,6 +67,8 @@ static const struct option long_options[] = {
   { "group", required_argument, NULL, 'g' },
   { "unix-mode", required_argument, NULL, OPT_UNIX_MODE },
   { "unix-group", required_argument, NULL, OPT_UNIX_GROUP },
+  /* Logging: */
+  { "log", required_argument, NULL, OPT_LOG },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
@@ -110,6 +115,7 @@ serve_usage (void)
 "      --daemonize          go to the background once serving\n"
 "  -P, --pidfile FILE       write the server's pid to FILE\n"
 "  -v, --verbose            debug output (twice: per-request debug too)\n"
+LOGGING_USAGE
 "\n"
 "Performance and memory (all memory is reserved at start):\n"
 "  -t, --threads N          event loop threads (default: one per core)\n"
@@ -274,6 +280,9 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
   case 'v':
     log_more_verbose ();
     return 0;
+  /* Logging: */
+  case OPT_LOG:
+    return logging_option ("serve", arg);
   default:
     return -1;
   }
