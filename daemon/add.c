@@ -77,7 +77,8 @@ add_usage (void)
 "      --io-flusher on|off|require, --no-mlock, --oom-score-adj N|off\n"
 "                         forward-progress protections (as for serve)\n"
 "  -v, --verbose          debug output\n"
-LOGGING_USAGE
+"      --log stderr|syslog|FILE  where log lines go (default: stderr in\n"
+"                         the foreground, syslog in the background)\n"
 "\n"
 "Backends: see 'ubdkit serve --help'.\n");
 }
