@@ -16,12 +16,20 @@ stdio_detached () {
 }
 ppid_of () { awk '/^PPid:/ { print $2 }' "/proc/$1/status"; }
 
-# capture ARGS...: out=$(ubdkit ARGS 2>&1), st=its status; a capture
-# that waits for a daemon times out (status 124 or 143).
+# capture ARGS...: out=$(ubdkit ARGS 2>&1), st=its status.  A daemon
+# holding the pipe would keep $(...) waiting whatever timeout(1) does, so
+# a watchdog waits for the capture itself (60 s).
 capture () {
-  st=0
-  out=$(timeout 60 "$UBDKIT" "$@" 2>&1) || st=$?
-  case $st in 124|143) fail "\$(ubdkit $* 2>&1) did not return: $out" ;; esac
+  rm -f /tmp/cap.out /tmp/cap.st
+  ( _s=0; _o=$("$UBDKIT" "$@" 2>&1) || _s=$?
+    printf '%s' "$_o" > /tmp/cap.out; echo $_s > /tmp/cap.st ) &
+  _c=$!
+  _i=0
+  while [ ! -e /tmp/cap.st ] && [ $_i -lt 300 ]; do sleep 0.2; _i=$((_i + 1)); done
+  [ -e /tmp/cap.st ] || { kill $_c; fail "\$(ubdkit $* 2>&1) did not return within 60 s: something kept the pipe"; }
+  wait $_c || true
+  out=$(cat /tmp/cap.out)
+  st=$(cat /tmp/cap.st)
 }
 
 # Without a syslog daemon: one line says so, then the path.
