@@ -210,18 +210,18 @@ log_reopen (void)
 }
 
 /* One datagram; on a socket that lost its reader (syslogd restarted),
- * connect again once. */
-static void
+ * connect again once.  Returns 0, or -1 if the line was dropped. */
+static int
 syslog_send (const struct iovec *iov, int n)
 {
   struct msghdr mh = { .msg_iov = (struct iovec *) iov, .msg_iovlen = n };
 
   if (sendmsg (target_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
-    return;
+    return 0;
   if (errno != EAGAIN && syslog_connect (target_fd) == 0 &&
       sendmsg (target_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
-    return;
-  atomic_fetch_add (&syslog_lost, 1);
+    return 0;
+  return -1;
 }
 
 static void
@@ -246,14 +246,15 @@ timestamp (char *buf, size_t len)
                    tm.tm_min, tm.tm_sec, (int) (ts.tv_nsec / 1000000));
 }
 
-static void
+/* Returns -1 if a syslog line was dropped, else 0. */
+static int
 emit (enum log_level lvl, const char *msg, int len)
 {
   char head[160], ts[64];
   struct iovec iov[3] = {
     { head, 0 }, { (void *) msg, len }, { (void *) "\n", 1 },
   };
-  int n;
+  int n, r = 0;
 
   switch (target) {
   case LOG_TARGET_SYSLOG:
@@ -261,7 +262,7 @@ emit (enum log_level lvl, const char *msg, int len)
                   SYSLOG_FACILITY_DAEMON | severity[lvl], (int) getpid (),
                   thread_name);
     iov[0].iov_len = n < (int) sizeof head ? n : (int) sizeof head - 1;
-    syslog_send (iov, 2);
+    r = syslog_send (iov, 2);
     break;
   case LOG_TARGET_FILE:
     timestamp (ts, sizeof ts);
@@ -280,6 +281,7 @@ emit (enum log_level lvl, const char *msg, int len)
     iov[0].iov_len = n < (int) sizeof head ? n : (int) sizeof head - 1;
     write_all (STDERR_FILENO, iov, 3);
   }
+  return r;
 }
 
 static void
@@ -297,13 +299,15 @@ log_vmsg (enum log_level lvl, const char *fmt, va_list ap)
     return;
   if ((size_t) n >= sizeof msg)
     n = sizeof msg - 1;
-  emit (lvl, msg, n);
-  if (target == LOG_TARGET_SYSLOG && atomic_load (&syslog_lost) &&
-      (lost = atomic_exchange (&syslog_lost, 0)) > 0) {
+  if (emit (lvl, msg, n) == -1)
+    atomic_fetch_add (&syslog_lost, 1);
+  else if (atomic_load (&syslog_lost) &&
+           (lost = atomic_exchange (&syslog_lost, 0)) > 0) {
     char note[96];
     int m = snprintf (note, sizeof note, "%u earlier lines were lost (the "
                       "syslog socket was full or gone)", lost);
-    emit (LOG_WARN, note, m);
+    if (emit (LOG_WARN, note, m) == -1)
+      atomic_fetch_add (&syslog_lost, lost);
   }
   errno = saved_errno;
 }
