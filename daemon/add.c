@@ -22,6 +22,7 @@
 #include "ubdkit/backend.h"
 #include "daemonize.h"
 #include "log.h"
+#include "logging.h"
 #include "progress.h"
 #include "size.h"
 #include "ubctl.h"
@@ -77,6 +78,8 @@ add_usage (void)
 "      --io-flusher on|off|require, --no-mlock, --oom-score-adj N|off\n"
 "                         forward-progress protections (as for serve)\n"
 "  -v, --verbose          debug output\n"
+"      --log stderr|syslog|FILE  where log lines go (default: stderr in\n"
+"                         the foreground, syslog in the background)\n"
 "\n"
 "Backends: see 'ubdkit serve --help'.\n");
 }
@@ -102,7 +105,8 @@ static int
 add_parse (int argc, char **argv, struct add_config *cfg)
 {
   enum { O_MAX_IO = 256, O_FG, O_NO_RECOVERY, O_IOF, O_NO_MLOCK, O_OOM,
-         O_WATCHDOG, O_POLL, O_RECOVERY, O_ZC, O_NO_ZC, O_QTHREADS, O_BATCH };
+         O_WATCHDOG, O_POLL, O_RECOVERY, O_ZC, O_NO_ZC, O_QTHREADS, O_BATCH,
+         O_LOG /* logging */ };
   static const struct option opts[] = {
     { "id", required_argument, NULL, 'n' },
     { "queues", required_argument, NULL, 'q' },
@@ -123,6 +127,7 @@ add_parse (int argc, char **argv, struct add_config *cfg)
     { "oom-score-adj", required_argument, NULL, O_OOM },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
+    { "log", required_argument, NULL, O_LOG }, /* logging */
     { NULL, 0, NULL, 0 },
   };
   uint64_t v;
@@ -203,6 +208,11 @@ add_parse (int argc, char **argv, struct add_config *cfg)
     case 'v':
       log_more_verbose ();
       break;
+    /* Logging: */
+    case O_LOG:
+      if (logging_option ("add", optarg) == -1)
+        return -1;
+      break;
     case 'h':
       add_usage ();
       return 1;
@@ -258,6 +268,9 @@ cmd_wait_for_end (int sfd, int done_fd, int ctl_fd)
     }
     if ((p[0].revents & POLLIN) && read (sfd, &si, sizeof si) == sizeof si &&
         si.ssi_signo != SIGCHLD) {
+      /* Logging: SIGHUP with --log=FILE reopens it (logrotate). */
+      if (si.ssi_signo == SIGHUP && log_reopen () == 1)
+        continue;
       log_info ("signal %d: stopping the device", (int) si.ssi_signo);
       return 0;
     }
@@ -352,7 +365,8 @@ cmd_add (int argc, char **argv)
 int
 cmd_recover (int argc, char **argv)
 {
-  enum { O_FG = 256, O_WATCHDOG, O_POLL, O_IOF, O_NO_MLOCK, O_OOM };
+  enum { O_FG = 256, O_WATCHDOG, O_POLL, O_IOF, O_NO_MLOCK, O_OOM,
+         O_LOG /* logging */ };
   static const struct option opts[] = {
     { "foreground", no_argument, NULL, O_FG },
     { "watchdog", required_argument, NULL, O_WATCHDOG },
@@ -360,6 +374,7 @@ cmd_recover (int argc, char **argv)
     { "io-flusher", required_argument, NULL, O_IOF },
     { "no-mlock", no_argument, NULL, O_NO_MLOCK },
     { "oom-score-adj", required_argument, NULL, O_OOM },
+    { "log", required_argument, NULL, O_LOG }, /* logging */
     { NULL, 0, NULL, 0 },
   };
   struct supervisor_config sc = { .progress = progress_defaults };
@@ -399,6 +414,11 @@ cmd_recover (int argc, char **argv)
       if (progress_parse_oom_score_adj (optarg, &sc.progress) == -1)
         return bad_recover ("--oom-score-adj (-1000 to 1000, or off)", optarg);
       break;
+    /* Logging: */
+    case O_LOG:
+      if (logging_option ("recover", optarg) == -1)
+        return 2;
+      break;
     default:
       optind = argc + 1;        /* a usage error */
     }
@@ -407,7 +427,7 @@ cmd_recover (int argc, char **argv)
       size_parse_uint (argv[optind], 0, UINT32_MAX, &id) == -1) {
     fprintf (stderr, "usage: ubdkit recover [--foreground] [--watchdog SECS] "
              "[--poll USEC] [--io-flusher on|off|require] [--no-mlock] "
-             "[--oom-score-adj N|off] ID\n");
+             "[--oom-score-adj N|off] [--log stderr|syslog|FILE] ID\n");
     return 2;
   }
   snprintf (path, sizeof path, UBDKIT_RUNDIR "/%u", (unsigned) id);

@@ -10,6 +10,9 @@
 #include "daemonize.h"
 #include "log.h"
 
+/* In a process that went to the background (or descends from one). */
+static bool background;
+
 int
 daemonize_start (void)
 {
@@ -37,6 +40,8 @@ daemonize_start (void)
   }
   close (p[0]);
   setsid ();
+  background = true;
+  log_background ();
   return p[1];
 }
 
@@ -54,8 +59,10 @@ daemonize_ready (int *fd, int status, const char *line)
   }
   close (*fd);
   *fd = -1;
-  if (status == 0)
+  if (status == 0) {
     daemonize_detach_stdio ();
+    daemonize_detach_stderr ();
+  }
 }
 
 void
@@ -67,6 +74,22 @@ daemonize_detach_stdio (void)
     return;
   dup2 (devnull, STDIN_FILENO);
   dup2 (devnull, STDOUT_FILENO);
+  close (devnull);
+}
+
+void
+daemonize_detach_stderr (void)
+{
+  int devnull;
+
+  /* --log=stderr asked for the caller's stderr, whoever holds it. */
+  if (!background || log_get_target () == LOG_TARGET_STDERR)
+    return;
+  devnull = open ("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (devnull < 0)
+    return;
+  log_stderr_detached ();
+  dup2 (devnull, STDERR_FILENO);
   close (devnull);
 }
 

@@ -11,6 +11,7 @@
 #include "serve.h"
 #include "systemd.h"
 #include "log.h"
+#include "logging.h"
 #include "size.h"
 #include "loop.h"
 #include "privs.h"
@@ -25,6 +26,8 @@ enum {
   OPT_ALLOW, OPT_DENY, OPT_UNIX_MODE, OPT_UNIX_GROUP,
   /* Observability (daemon/control.c): */
   OPT_CONTROL,
+  /* Logging: */
+  OPT_LOG,
 };
 
 #define MAX_EXPORTS 64
@@ -69,6 +72,8 @@ static const struct option long_options[] = {
   { "unix-group", required_argument, NULL, OPT_UNIX_GROUP },
   /* Observability: */
   { "control", required_argument, NULL, OPT_CONTROL },
+  /* Logging: */
+  { "log", required_argument, NULL, OPT_LOG },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
@@ -116,6 +121,7 @@ serve_usage (void)
 "  -P, --pidfile FILE       write the server's pid to FILE\n"
 "      --control PATH       answer `ubdkit stats PATH` on this Unix socket\n"
 "  -v, --verbose            debug output (twice: per-request debug too)\n"
+LOGGING_USAGE
 "\n"
 "Performance and memory (all memory is reserved at start):\n"
 "  -t, --threads N          event loop threads (default: one per core)\n"
@@ -281,6 +287,9 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
   case 'v':
     log_more_verbose ();
     return 0;
+  /* Logging: */
+  case OPT_LOG:
+    return logging_option ("serve", arg);
   default:
     return -1;
   }

@@ -91,6 +91,7 @@ helper_run (int fd, char *sock, char *tmpdir, const char *pidfile)
   /* Keep no pipe of our parent's open: a shell reading the server's
    * stdout (or --daemonize's parent) must not wait for us. */
   daemonize_detach_stdio ();
+  daemonize_detach_stderr ();   /* when in the background */
   for (int i = 3; i < 1024; i++)
     if (i != fd)
       close (i);

@@ -180,6 +180,9 @@ main_loop (const struct listeners *ls, int sfd, pid_t child,
       }
       continue;
     }
+    /* Logging: SIGHUP with --log=FILE reopens it (logrotate). */
+    if (si.ssi_signo == SIGHUP && log_reopen () == 1)
+      continue;
     log_info ("signal %d: finishing requests in flight", (int) si.ssi_signo);
     if (child > 0)
       kill (child, SIGTERM);

@@ -185,7 +185,7 @@ static void
 exec_upgrade (const struct supervisor_config *cfg, uint32_t id)
 {
   char watchdog[16], poll_us[16], oom[16], devid[16];
-  const char *argv[20];
+  const char *argv[22];
   int n = 0;
 
   snprintf (watchdog, sizeof watchdog, "%u", cfg->watchdog);
@@ -203,6 +203,7 @@ exec_upgrade (const struct supervisor_config *cfg, uint32_t id)
     argv[n++] = "--no-mlock";
   argv[n++] = "--oom-score-adj";
   argv[n++] = cfg->progress.oom_adjust ? oom : "off";
+  argv[n++] = "--log"; argv[n++] = log_target_spec (); /* logging */
   argv[n++] = devid;
   argv[n] = NULL;
   log_info ("supervisor: upgrade: exec %s recover %u", self_path, id);
@@ -252,8 +253,12 @@ supervisor_run (const struct supervisor_config *cfg, struct backend *b,
   if (h == MAP_FAILED)
     fatal ("mmap: %m");
   pid = spawn (cfg, b, h, ready_fd, sfd, id, &pidfd);
-  if (ready_fd >= 0)
+  if (ready_fd >= 0) {
     close (ready_fd);           /* the server reports; we only watch */
+    /* Logging: the server holds the caller's stderr until it reports; we
+     * need it no longer (our own lines go to the --log target). */
+    daemonize_detach_stderr ();
+  }
   while (pid > 0) {
     struct pollfd p[2] = { { .fd = sfd, .events = POLLIN },
                            { .fd = pidfd, .events = POLLIN } };
@@ -263,6 +268,12 @@ supervisor_run (const struct supervisor_config *cfg, struct backend *b,
     ever_ready |= atomic_load (&h->ready);
     if ((p[0].revents & POLLIN) && read (sfd, &si, sizeof si) == sizeof si &&
         si.ssi_signo != SIGCHLD && !stopping) {
+      /* Logging: SIGHUP with --log=FILE reopens it, here and in the
+       * server. */
+      if (si.ssi_signo == SIGHUP && log_reopen () == 1) {
+        kill (pid, SIGHUP);
+        continue;
+      }
       log_info ("supervisor: signal %d: stopping server %d", (int) si.ssi_signo,
                 (int) pid);
       stopping = true;

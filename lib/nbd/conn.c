@@ -111,7 +111,7 @@ recv_more (struct conn *c)
   }
   if (c->rend == CONN_RBUF) {
     /* Parsers consume or discard anything larger; this cannot happen. */
-    log_error ("%s: input buffer full", c->peer);
+    log_ratelimited ("%s: input buffer full", c->peer);
     conn_fail (c);
     return;
   }

@@ -56,7 +56,7 @@ reply (struct conn *c, uint32_t type, const void *data, uint32_t len)
   if (c->tlen + 20 + len > CONN_TBUF) {
     /* Replies are bounded by export names and descriptions, which the
      * configuration limits; this is a bug if it ever happens. */
-    log_error ("%s: option reply too large", c->peer);
+    log_ratelimited ("%s: option reply too large", c->peer);
     c->after_reply_close = true;
     return NULL;
   }

@@ -109,8 +109,9 @@ tick (struct loop_event *ev, int res, uint32_t flags)
                          "(--handshake-timeout)", c->peer,
                          nl->handshake_timeout);
       else
-        log_warn ("%s: no export chosen within %u s (--handshake-timeout): "
-                  "closing", c->peer, nl->handshake_timeout);
+        log_ratelimited ("%s: no export chosen within %u s "
+                         "(--handshake-timeout): closing", c->peer,
+                         nl->handshake_timeout);
       conn_fail (c);
     }
   }
@@ -220,7 +221,8 @@ server_add_connection (int fd, const char *peer)
     }
   }
   if (!best) {
-    log_warn ("refusing connection from %s: --max-connections reached", peer);
+    log_ratelimited ("refusing connection from %s: --max-connections reached",
+                     peer);
     close (fd);
     return -1;
   }

@@ -17,7 +17,9 @@ truncate -s 512M /tmp/up.img
 # after its cancel, and requests it started wait for the thread to be
 # dispatched.  Either way the quiesce must still end with every request
 # completed (lib/ublk/ubdev.c, queue_sweep_idle).
-dev=$(UBDKIT_TEST_QUIESCE_STALL=300 "$U" add -q 2 ${UPGRADE_OPTS:-} \
+# --log=stderr: the servers' lines, also after the upgrades, go to
+# /tmp/up.err (in the background they would go to syslog).
+dev=$(UBDKIT_TEST_QUIESCE_STALL=300 "$U" add -q 2 --log=stderr ${UPGRADE_OPTS:-} \
         file file=/tmp/up.img 2>/tmp/up.err) || { cat /tmp/up.err; fail "add"; }
 id=$(dev_id "$dev")
 if dev_flags "$dev" | grep -qw QUIESCE; then

@@ -40,7 +40,9 @@ ok "ext4 round trip on a zero-copy device"
 del_dev "$dev"
 
 # The kernel's own registration made to fail: we register, and nothing fails.
-UBDKIT_TEST_ZC_FALLBACK=1 "$UBDKIT" add -d 16 file file=/tmp/zc.img \
+# (--log=stderr: the server's lines while serving go to /tmp/add.err, not
+# to syslog.)
+UBDKIT_TEST_ZC_FALLBACK=1 "$UBDKIT" add --log=stderr -d 16 file file=/tmp/zc.img \
   >/tmp/dev 2>/tmp/add.err || { cat /tmp/add.err; fail "add with the fallback"; }
 dev=$(cat /tmp/dev)
 verify "$dev" "zero copy, fallback registration"
@@ -50,7 +52,7 @@ grep -q "registering it ourselves" /tmp/add.err || { cat /tmp/add.err; fail "the
 ok "the kernel's registration failing: ours takes over, fio verify clean"
 
 # ... and ours failing for want of memory: tried again, nothing fails.
-UBDKIT_TEST_ZC_FALLBACK=enomem "$UBDKIT" add -d 16 file file=/tmp/zc.img \
+UBDKIT_TEST_ZC_FALLBACK=enomem "$UBDKIT" add --log=stderr -d 16 file file=/tmp/zc.img \
   >/tmp/dev 2>/tmp/add.err || { cat /tmp/add.err; fail "add with the ENOMEM fallback"; }
 dev=$(cat /tmp/dev)
 verify "$dev" "zero copy, our registration out of memory once per request"
