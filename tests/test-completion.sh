@@ -100,16 +100,15 @@ if compgen -G "/usr/lib/*/nbdkit/plugins/nbdkit-memory-plugin.so" >/dev/null; th
 fi
 
 # `ubdkit serve --` lists exactly serve's options, and `ubdkit add --`
-# add's, as their --help does (--log and --control, which other branches
-# of issue 13 add, are left out on both sides until they land).
+# add's, as their --help does.
 for c in serve add; do
   "$UBDKIT" $c --help |
     awk '/^ +-/ { s = $0; sub (/^ +/, "", s); sub (/   *.*/, "", s)
                   n = split (s, p, /, /)
                   for (i = 1; i <= n; i++) if (p[i] ~ /^--/) { split (p[i], w, / /); print w[1] } }' |
-    grep -v -e '^--log$' -e '^--control$' | sort -u >"$tmp/help-$c"
-  complete_words ubdkit $c -- | tr ' ' '\n' | grep -v -e '^--help$' -e '^--log$' \
-    -e '^--control$' | sort -u >"$tmp/comp-$c"
+    sort -u >"$tmp/help-$c"
+  complete_words ubdkit $c -- | tr ' ' '\n' | grep -v -e '^--help$' |
+    sort -u >"$tmp/comp-$c"
   [ -s "$tmp/help-$c" ] || fail "no options found in ubdkit $c --help"
   diff -u "$tmp/help-$c" "$tmp/comp-$c" ||
     fail "completing 'ubdkit $c --' does not give the options of its --help"
