@@ -254,41 +254,57 @@ srvctl_handle (int fd, struct ubdev *dev, struct backend *view)
 }
 
 int
-srvctl_request (const char *prog, uint32_t id, const char *req,
-                char *buf, size_t len, int timeout_s)
+ctl_exchange (const struct sockaddr_un *sa, const char *req, char *buf,
+              size_t len, int timeout_ms, bool *connected)
 {
-  struct sockaddr_un sa;
-  struct timeval tv = { timeout_s, 0 };
+  struct timeval tv = { timeout_ms / 1000, timeout_ms % 1000 * 1000 };
   char line[256];
   size_t got = 0;
   ssize_t n;
-  int fd;
+  int fd, err;
 
-  sock_path (id, &sa);
+  *connected = false;
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd == -1 || connect (fd, (struct sockaddr *) &sa, sizeof sa) == -1) {
-    fprintf (stderr, "ubdkit %s: device %u: %s: %s (is its server "
-             "running?)\n", prog, id, sa.sun_path, strerror (errno));
-    if (fd >= 0)
-      close (fd);
-    return -1;
-  }
+  if (fd == -1 || connect (fd, (const struct sockaddr *) sa, sizeof *sa) == -1)
+    goto fail;
+  *connected = true;
   setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   /* One write: a server that has its line may answer and go (upgrade)
    * before a second one, which would then raise SIGPIPE. */
   snprintf (line, sizeof line, "%s\n", req);
-  if (send (fd, line, strlen (line), MSG_NOSIGNAL) != (ssize_t) strlen (line)) {
-    fprintf (stderr, "ubdkit %s: device %u: %s: %s\n", prog, id, sa.sun_path,
-             strerror (errno));
-    close (fd);
-    return -1;
-  }
+  if (send (fd, line, strlen (line), MSG_NOSIGNAL) != (ssize_t) strlen (line))
+    goto fail;
   while (got < len - 1 && (n = read (fd, buf + got, len - 1 - got)) > 0)
     got += n;
   close (fd);
   buf[got] = '\0';
+  return (int) got;
+
+ fail:
+  err = errno;
+  if (fd >= 0)
+    close (fd);
+  return -err;
+}
+
+int
+srvctl_request (const char *prog, uint32_t id, const char *req,
+                char *buf, size_t len, int timeout_s)
+{
+  struct sockaddr_un sa;
+  bool connected;
+  int r;
+
+  sock_path (id, &sa);
+  r = ctl_exchange (&sa, req, buf, len, timeout_s * 1000, &connected);
+  if (r < 0) {
+    fprintf (stderr, "ubdkit %s: device %u: %s: %s%s\n", prog, id,
+             sa.sun_path, strerror (-r),
+             connected ? "" : " (is its server running?)");
+    return -1;
+  }
   buf[strcspn (buf, "\n")] = '\0';
-  if (got == 0) {
+  if (r == 0) {
     fprintf (stderr, "ubdkit %s: device %u: no answer from the server\n",
              prog, id);
     return -1;

@@ -6,6 +6,7 @@
 #define UBDKIT_SRVCTL_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "ubdkit/backend.h"
@@ -30,6 +31,13 @@ enum srvctl_result srvctl_handle (int fd, struct ubdev *dev,
  * `ubdkit stats`). */
 struct sockaddr_un;
 void srvctl_socket_path (uint32_t id, struct sockaddr_un *sa);
+
+/* Client side: connect to SA, send the line REQ, read the reply into BUF
+ * (NUL-terminated) until the server closes, waiting up to TIMEOUT_MS for
+ * each read.  Returns the bytes read, or -errno (*CONNECTED says whether
+ * the connect had succeeded). */
+int ctl_exchange (const struct sockaddr_un *sa, const char *req, char *buf,
+                  size_t len, int timeout_ms, bool *connected);
 
 /* Client side: send REQ to the server of device ID and read its reply
  * into REPLY, waiting up to TIMEOUT_S.  Returns 0, or -1 after printing

@@ -44,11 +44,8 @@ control_query (const char *target, const char *req, char *buf, size_t len,
                bool quiet, int timeout_ms)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
-  struct timeval tv = { timeout_ms / 1000, timeout_ms % 1000 * 1000 };
-  size_t got = 0;
-  ssize_t n;
-  char line[64];
-  int fd;
+  bool connected;
+  int r;
 
   if (is_id (target))
     srvctl_socket_path (strtoul (target, NULL, 10), &sa);
@@ -60,31 +57,16 @@ control_query (const char *target, const char *req, char *buf, size_t len,
   }
   else
     strcpy (sa.sun_path, target);
-  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd == -1 || connect (fd, (struct sockaddr *) &sa, sizeof sa) == -1) {
+  r = ctl_exchange (&sa, req, buf, len, timeout_ms, &connected);
+  if (r < 0) {
     if (!quiet)
-      fprintf (stderr, "ubdkit stats: %s: %s (%s)\n", sa.sun_path,
-               strerror (errno), is_id (target)
-               ? "is the device's server running?"
-               : "is it a `ubdkit serve --control` socket?");
-    if (fd >= 0)
-      close (fd);
+      fprintf (stderr, "ubdkit stats: %s: %s%s\n", sa.sun_path,
+               strerror (-r), connected ? ""
+               : is_id (target) ? " (is the device's server running?)"
+               : " (is it a `ubdkit serve --control` socket?)");
     return -1;
   }
-  setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  snprintf (line, sizeof line, "%s\n", req);
-  if (send (fd, line, strlen (line), MSG_NOSIGNAL) != (ssize_t) strlen (line)) {
-    if (!quiet)
-      fprintf (stderr, "ubdkit stats: %s: %s\n", sa.sun_path,
-               strerror (errno));
-    close (fd);
-    return -1;
-  }
-  while (got < len - 1 && (n = read (fd, buf + got, len - 1 - got)) > 0)
-    got += n;
-  close (fd);
-  buf[got] = '\0';
-  if (got == 0) {
+  if (r == 0) {
     if (!quiet)
       fprintf (stderr, "ubdkit stats: %s: no answer from the server\n",
                sa.sun_path);
