@@ -15,6 +15,8 @@ _ubdkit_serve_opts='-U --unix -p --port --bind -e --export -E --export-spec
   -t --threads --depth --buffer-size --workers --poll --io-flusher
   --no-mlock --oom-score-adj --allow --deny -u --user -g --group
   --unix-mode --unix-group --log --control -h --help'
+# nbdkit compat (serve):
+_ubdkit_serve_opts+=' -D --debug'
 _ubdkit_add_opts='-n --id -q --queues -d --depth --queue-threads --max-io
   -r --readonly --foreground --recovery --no-recovery --poll --zero-copy
   --no-zero-copy --batch-io --watchdog --io-flusher --no-mlock
@@ -38,6 +40,8 @@ _ubdkit_arg_opts='-U --unix -p --port --bind -e --export -E --export-spec
   --io-flusher --oom-score-adj --allow --deny -u --user -g --group
   --unix-mode --unix-group --log --control -n --id -q --queues -d
   --queue-threads --max-io --recovery --watchdog --config-dir'
+# nbdkit compat:
+_ubdkit_arg_opts+=' -D --debug'
 
 _ubdkit_backends='memory file null nbd nbdkit:'
 

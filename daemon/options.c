@@ -15,6 +15,10 @@
 #include "size.h"
 #include "loop.h"
 #include "privs.h"
+/* nbdkit compat: */
+#ifdef HAVE_NBDKIT
+#include "../plugins/nbdkit/debugflags.h"
+#endif
 
 enum {
   OPT_BIND = 256, OPT_RUN, OPT_DEPTH, OPT_BUFFER_SIZE, OPT_MAX_CONNECTIONS,
@@ -76,6 +80,8 @@ static const struct option long_options[] = {
   { "log", required_argument, NULL, OPT_LOG },
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
+  /* nbdkit compat: */
+  { "debug", required_argument, NULL, 'D' },
   { NULL, 0, NULL, 0 },
 };
 
@@ -122,6 +128,9 @@ serve_usage (void)
 "      --control PATH       answer `ubdkit stats PATH` on this Unix socket\n"
 "  -v, --verbose            debug output (twice: per-request debug too)\n"
 LOGGING_USAGE
+/* nbdkit compat: */
+"  -D, --debug PLUGIN.FLAG=N  set an nbdkit plugin's debug flag (its\n"
+"                           variable PLUGIN_debug_FLAG, '.' as '_')\n"
 "\n"
 "Performance and memory (all memory is reserved at start):\n"
 "  -t, --threads N          event loop threads (default: one per core)\n"
@@ -290,6 +299,13 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
   /* Logging: */
   case OPT_LOG:
     return logging_option ("serve", arg);
+  /* nbdkit compat: */
+  case 'D':
+#ifdef HAVE_NBDKIT
+    return plughost_debug_flag_option (arg);
+#else
+    return bad ("-D (ubdkit was built without nbdkit plugins)", arg);
+#endif
   default:
     return -1;
   }
@@ -319,7 +335,7 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
   /* Options may also follow BACKEND and its key=value arguments, as with
    * nbdkit: getopt moves the non-options to the end. */
   cfg->extra = extra_exports;
-  while ((c = getopt_long (argc, argv, "U:p:e:E:rt:P:u:g:vh", long_options,
+  while ((c = getopt_long (argc, argv, "U:p:e:E:rt:P:u:g:vhD:", long_options,
                            NULL)) != -1) {
     if (c == 'h') {
       serve_usage ();

@@ -36,6 +36,8 @@
 
 #include "log.h"
 #include "plughost.h"
+/* nbdkit compat: -D flags. */
+#include "debugflags.h"
 
 #define MAX_REQUEST (32 * 1024 * 1024)  /* ubdkit's largest read or write */
 
@@ -120,6 +122,9 @@ plughost_load (struct plughost *h, const char *name)
   if (check_plugin (h) == -1)
     return -1;
   plughost_set_plugin_name (h->p.name);
+  /* nbdkit compat: -D NAME.FLAG=N, set before load as nbdkit sets it. */
+  if (plughost_debug_flags_apply (h->dl, h->p.name) == -1)
+    return -1;
   if (h->p.load)
     h->p.load ();
   h->loaded = true;
@@ -145,7 +150,7 @@ is_config_key (const char *s, size_t n)
  * nbdkit they point into argv.  Ours point into a copy of the argument
  * kept until unload. */
 static int
-config_one (struct plughost *h, const char *arg)
+config_one (struct plughost *h, const char *arg, size_t index)
 {
   char *copy = strdup (arg), *eq;
   int r;
@@ -165,6 +170,10 @@ config_one (struct plughost *h, const char *arg)
   }
   else if (h->p.magic_config_key)
     r = h->p.config (h->p.magic_config_key, copy);
+  /* nbdkit compat: without a magic config key, a bare first argument is
+   * script=ARG (nbdkit's rule for script languages and old plugins). */
+  else if (index == 0)
+    r = h->p.config ("script", copy);
   else {
     log_error ("nbdkit: %s: expected key=value, got '%s'", h->p.name, arg);
     return -1;
@@ -198,7 +207,7 @@ plughost_configure (struct plughost *h, const struct backend_param *p,
                     size_t n)
 {
   for (size_t i = 0; i < n; i++)
-    if (config_one (h, p[i].value) == -1)
+    if (config_one (h, p[i].value, i) == -1)
       return -1;
   if (h->p.config_complete && h->p.config_complete () == -1) {
     log_error ("nbdkit: %s: configuration failed (config_complete)",

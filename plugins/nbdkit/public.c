@@ -436,12 +436,26 @@ nbdkit_nanosleep (unsigned sec, unsigned nsec)
 }
 
 /* Ask the server to exit as a SIGTERM does: the main thread takes it from
- * its signalfd and finishes the requests in flight. */
+ * its signalfd and finishes the requests in flight.
+ *
+ * Before serving (config_complete, get_ready: the main thread, before it
+ * blocked the signals for its signalfd) a SIGTERM would kill us with
+ * status 143, where nbdkit exits 0: so the signal is blocked on this
+ * thread first and sent to it alone, pending until the signalfd takes
+ * it as soon as ubdkit serves, which then exits 0. */
 void
 nbdkit_shutdown (void)
 {
+  sigset_t term, old;
+
   shutdown_requested = 1;
-  kill (getpid (), SIGTERM);
+  sigemptyset (&term);
+  sigaddset (&term, SIGTERM);
+  pthread_sigmask (SIG_BLOCK, &term, &old);
+  if (sigismember (&old, SIGTERM))
+    kill (getpid (), SIGTERM);
+  else
+    raise (SIGTERM);
 }
 
 const char *

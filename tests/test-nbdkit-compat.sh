@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# What an nbdkit user relies on beyond the plugin calls, tried side by
+# side with how nbdkit behaves (tests/nbdkit-compat-plugin.c, whose disk
+# is the text "script=S debug=N export=NAME"):
+#  - a bare first argument to a plugin without magic_config_key is
+#    script=ARG (a second bare one is still refused);
+#  - nbdkit_shutdown in get_ready: a clean exit 0, not SIGTERM's 143;
+#  - -D compat.foo.bar=N sets the plugin's compat_debug_foo_bar; a flag
+#    it does not have is one clear error at start.
+source "${srcdir:-.}/functions.sh"
+requires $NBDSH -c pass
+"$UBDKIT" --help | grep -q 'nbdkit:PLUGIN' || skip "ubdkit built without the nbdkit host"
+plugin=$(cd "${builddir:-.}" && pwd)/nbdkit-compat-plugin.so
+[ -f "$plugin" ] || fail "$plugin was not built (make check builds it)"
+make_tmpdir
+
+# The disk's first word(s), read with nbdsh over ubdkit serve ARGS...
+disk_text () {
+  "$UBDKIT" serve -U "$tmp/sock" "$@" \
+    --run "$NBDSH -u \"\$uri\" -c 'print(h.pread(512, 0).decode().rstrip())'" \
+    2>"$tmp/err"
+}
+
+# 1. A bare first argument is script=.
+got=$(disk_text "nbdkit:$plugin" /some/script.sh) ||
+  fail "bare first argument refused: $(cat "$tmp/err")"
+[ "$got" = "script=/some/script.sh debug=0 export=" ] ||
+  fail "bare first argument: disk says '$got'"
+got=$(disk_text "nbdkit:$plugin" default=x /some/script.sh 2>&1) &&
+  fail "a bare argument after the first was accepted: $got"
+grep -q "expected key=value, got '/some/script.sh'" "$tmp/err" ||
+  fail "no clear error for a second bare argument: $(cat "$tmp/err")"
+
+# 2. nbdkit_shutdown from get_ready: exit 0, promptly.
+timeout 20 "$UBDKIT" serve -U "$tmp/sock2" "nbdkit:$plugin" shutdown=1 \
+  2>"$tmp/err"
+rc=$?
+[ $rc = 0 ] || fail "nbdkit_shutdown in get_ready: exit $rc, not 0: $(cat "$tmp/err")"
+# With --run: ubdkit exits 0 and the command does not hold it up.
+timeout 20 "$UBDKIT" serve -U "$tmp/sock2" "nbdkit:$plugin" shutdown=1 \
+  --run 'sleep 60' 2>"$tmp/err"
+rc=$?
+[ $rc = 0 ] || fail "nbdkit_shutdown in get_ready with --run: exit $rc: $(cat "$tmp/err")"
+
+# 3. -D PLUGIN.FLAG=N (FLAG's '.' is '_' in the variable's name).
+got=$(disk_text -D compat.foo.bar=42 "nbdkit:$plugin" script=s) ||
+  fail "-D compat.foo.bar=42: $(cat "$tmp/err")"
+[ "$got" = "script=s debug=42 export=" ] || fail "-D: disk says '$got'"
+got=$(disk_text --debug=compat.foo.bar=-7 -D nbdkit.backend.datapath=0 \
+        -D other.flag=1 "nbdkit:$plugin" script=s) ||
+  fail "--debug compat.foo.bar=-7: $(cat "$tmp/err")"
+[ "$got" = "script=s debug=-7 export=" ] || fail "--debug: disk says '$got'"
+disk_text -D compat.nosuch=1 "nbdkit:$plugin" script=s &&
+  fail "-D with a flag the plugin lacks was accepted"
+grep -q "plugin compat has no debug flag nosuch (no symbol compat_debug_nosuch)" \
+    "$tmp/err" || fail "no clear error for a missing flag: $(cat "$tmp/err")"
+for bad in compat foo=1 compat.=1 compat.x=y .x=1; do
+  "$UBDKIT" serve -U "$tmp/sock" -D "$bad" "nbdkit:$plugin" 2>"$tmp/err" &&
+    fail "-D $bad was accepted"
+  grep -q "ubdkit: -D '$bad'" "$tmp/err" || fail "-D $bad: $(cat "$tmp/err")"
+done
+exit 0
