@@ -6,7 +6,10 @@
 #    script=ARG (a second bare one is still refused);
 #  - nbdkit_shutdown in get_ready: a clean exit 0, not SIGTERM's 143;
 #  - -D compat.foo.bar=N sets the plugin's compat_debug_foo_bar; a flag
-#    it does not have is one clear error at start.
+#    it does not have is one clear error at start;
+#  - NBD_INFO_NAME for "" is the plugin's default_export answer and
+#    NBD_INFO_DESCRIPTION its export_description (nbdinfo --json, the
+#    same as nbdkit's).
 source "${srcdir:-.}/functions.sh"
 requires $NBDSH -c pass
 "$UBDKIT" --help | grep -q 'nbdkit:PLUGIN' || skip "ubdkit built without the nbdkit host"
@@ -59,4 +62,41 @@ for bad in compat foo=1 compat.=1 compat.x=y .x=1; do
     fail "-D $bad was accepted"
   grep -q "ubdkit: -D '$bad'" "$tmp/err" || fail "-D $bad: $(cat "$tmp/err")"
 done
+
+# 4. The canonical name and description, as nbdinfo sees them.
+requires nbdinfo --version
+name_desc () {
+  "$PYTHON" -c 'import json, sys
+e = json.load(sys.stdin)["exports"][0]
+print(e["export-name"], "|", e.get("description", "(none)"))'
+}
+for args in "default=dname description=ddesc" "default=dname" "description=d"; do
+  got=$("$UBDKIT" serve -U "$tmp/sock" "nbdkit:$plugin" script=s $args \
+          --run 'nbdinfo --json "$uri"' 2>"$tmp/err" | name_desc) ||
+    fail "nbdinfo over ubdkit ($args): $(cat "$tmp/err")"
+  case $args in
+    *default=dname*) want_name=dname ;;
+    *) want_name= ;;
+  esac
+  case $args in
+    *description=ddesc*) want_desc=ddesc ;;
+    *description=d*) want_desc=d ;;
+    *) want_desc="(none)" ;;
+  esac
+  [ "$got" = "$want_name | $want_desc" ] ||
+    fail "$args: nbdinfo says '$got', not '$want_name | $want_desc'"
+  if command -v nbdkit >/dev/null; then
+    ref=$(nbdkit -U - "$plugin" script=s $args --run 'nbdinfo --json "$uri"' |
+          name_desc)
+    [ "$got" = "$ref" ] || fail "$args: ubdkit '$got', nbdkit '$ref'"
+  fi
+done
+# The plugin's open saw the canonical name too.
+got=$(disk_text "nbdkit:$plugin" script=s default=dname) || fail "$(cat "$tmp/err")"
+[ "$got" = "script=s debug=0 export=dname" ] || fail "open saw '$got'"
+# --description stays the fallback for a plugin without an answer.
+got=$("$UBDKIT" serve -U "$tmp/sock" --description fallback "nbdkit:$plugin" \
+        script=s --run 'nbdinfo --json "$uri"' 2>"$tmp/err" | name_desc) ||
+  fail "--description: $(cat "$tmp/err")"
+[ "$got" = " | fallback" ] || fail "--description: nbdinfo says '$got'"
 exit 0

@@ -228,6 +228,13 @@ struct backend_ops {
    * backend has re-established its connection to a remote since open.
    * Called from any thread; must not block. */
   uint64_t (*reconnects) (void *h);
+
+  /* nbdkit compat: optional, for a connection's handle (from connect),
+   * for NBD_INFO_NAME and NBD_INFO_DESCRIPTION: the export's canonical
+   * name (what "" stood for) and its description; NULL for none.  Asked
+   * on the loop thread: answers kept at connect, never blocking. */
+  const char *(*conn_name) (void *ch);
+  const char *(*conn_description) (void *ch);
 };
 
 /* A backend opened for serving: ops + handle + cached answers. */

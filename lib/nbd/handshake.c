@@ -208,12 +208,21 @@ send_infos (struct conn *c, const struct export *e, const struct backend *b,
   put64 (buf, b->size);
   put16 (buf + 8, transmission_flags (b, c->structured));
   info_reply (c, NBDP_INFO_EXPORT, buf, 10);
+  /* nbdkit compat: a backend that knows the connection's canonical name
+   * (an nbdkit plugin's default_export for "") and description says. */
+  const char *cname = b->ops->conn_name ? b->ops->conn_name (b->h) : NULL;
+  const char *cdesc = b->ops->conn_description
+    ? b->ops->conn_description (b->h) : NULL;
+  if (name && cname)
+    info_reply (c, NBDP_INFO_NAME, cname, strlen (cname));
   /* A backend with names of its own was connected under the client's. */
-  if (name && e->backend->ops->list_exports && c->name[0])
+  else if (name && e->backend->ops->list_exports && c->name[0])
     info_reply (c, NBDP_INFO_NAME, c->name, strlen (c->name));
   else if (name)
     info_reply (c, NBDP_INFO_NAME, e->name, strlen (e->name));
-  if (desc && e->description)
+  if (desc && cdesc)
+    info_reply (c, NBDP_INFO_DESCRIPTION, cdesc, strlen (cdesc));
+  else if (desc && e->description)
     info_reply (c, NBDP_INFO_DESCRIPTION, e->description,
                 strlen (e->description));
   put32 (buf, b->min_block);

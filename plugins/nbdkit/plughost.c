@@ -454,6 +454,13 @@ open_handle (struct plugconn *c, const char *export, bool readonly)
       return -1;
     }
   }
+  /* nbdkit compat: the name goes back to the client (NBD_INFO_NAME),
+   * within NBD's limit on strings, as nbdkit checks it. */
+  if (strlen (export) > 4096) {
+    log_error ("nbdkit: %s: default_export: the name is longer than 4096 "
+               "bytes", p->name);
+    return -1;
+  }
   c->export_name = strdup (export);
   if (!c->export_name) {
     log_error ("nbdkit: strdup: %m");
@@ -468,6 +475,37 @@ open_handle (struct plugconn *c, const char *export, bool readonly)
   return 0;
 }
 
+/* nbdkit compat: the export's description (NBD_INFO_DESCRIPTION), asked
+ * once here on the worker, so the handshake reads it without calling the
+ * plugin from the loop.  Its string may be the plugin's or an
+ * nbdkit_strdup_intern one freed at unload: a copy is kept. */
+static int
+ask_description (struct plugconn *c)
+{
+  const char *d;
+
+  if (c->p->_api_version < 2 || !c->p->export_description)
+    return 0;
+  d = c->p->export_description (c->handle);
+  if (d && !(c->description = strndup (d, 4096))) {
+    log_error ("nbdkit: strdup: %m");
+    return -1;
+  }
+  return 0;
+}
+
+static const char *
+plughost_conn_name (void *cv)
+{
+  return ((struct plugconn *) cv)->export_name;
+}
+
+static const char *
+plughost_conn_description (void *cv)
+{
+  return ((struct plugconn *) cv)->description;
+}
+
 /* open and the queries, under the thread model's lock. */
 static int
 connect_locked (struct plugconn *c, const char *export, bool readonly)
@@ -480,7 +518,8 @@ connect_locked (struct plugconn *c, const char *export, bool readonly)
                c->size == -1 ? "failed" : "returned a negative size");
     return -1;
   }
-  if (query_caps (c, readonly) == -1 || query_block_size (c) == -1)
+  if (query_caps (c, readonly) == -1 || query_block_size (c) == -1 ||
+      ask_description (c) == -1)
     return -1;
   log_debug ("nbdkit: %s: connection to \"%s\": size %" PRId64
              ", caps 0x%" PRIx32, c->p->name, c->export_name, c->size,
@@ -499,6 +538,7 @@ plughost_disconnect (void *cv)
   plughost_leave (c, 0);
   pthread_mutex_destroy (&c->lock);
   free (c->export_name);
+  free (c->description);          /* nbdkit compat */
   free (c);
 }
 
@@ -662,4 +702,7 @@ const struct backend_ops plughost_backend_ops = {
   .zero = plughost_io_zero,
   .cache = plughost_io_cache,
   .extents = plughost_io_extents,
+  /* nbdkit compat: */
+  .conn_name = plughost_conn_name,
+  .conn_description = plughost_conn_description,
 };

@@ -42,6 +42,7 @@ struct plugconn {
   const struct nbdkit_plugin *p;  /* &ph->p */
   pthread_mutex_t lock;         /* SERIALIZE_REQUESTS */
   char *export_name;            /* what nbdkit_export_name returns */
+  char *description;            /* nbdkit compat: export_description's */
   int peer_fd;                  /* what nbdkit_peer_* ask; -1: none */
   void *handle;                 /* the plugin's, NULL until open succeeded */
   int64_t size;
