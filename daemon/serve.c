@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "captive.h"              /* nbdkit compat */
 #include "control.h"
 #include "daemonize.h"
 #include "exports.h"
@@ -57,6 +58,7 @@ run_captive (const char *cmd, const struct listeners *ls, const char *uri,
   char *const argv[] = { (char *) "sh", (char *) "-c", (char *) cmd, NULL };
   posix_spawnattr_t attr;
   sigset_t none;
+  short flags = POSIX_SPAWN_SETSIGMASK;
   char port[16];
   pid_t pid;
   int r;
@@ -73,13 +75,15 @@ run_captive (const char *cmd, const struct listeners *ls, const char *uri,
   sigemptyset (&none);
   posix_spawnattr_init (&attr);
   posix_spawnattr_setsigmask (&attr, &none);
-  posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSIGMASK);
+  captive_spawn_attr (&attr, &flags);   /* nbdkit compat: its own group */
+  posix_spawnattr_setflags (&attr, flags);
   r = posix_spawn (&pid, "/bin/sh", NULL, &attr, argv, environ);
   posix_spawnattr_destroy (&attr);
   if (r) {
     log_error ("--run: /bin/sh: %s", strerror (r));
     return -1;
   }
+  captive_started (pid);
   return pid;
 }
 
@@ -185,7 +189,7 @@ main_loop (const struct listeners *ls, int sfd, pid_t child,
       continue;
     log_info ("signal %d: finishing requests in flight", (int) si.ssi_signo);
     if (child > 0)
-      kill (child, SIGTERM);
+      captive_kill (child);   /* nbdkit compat: the whole group */
     return 0;
   }
 }
@@ -263,7 +267,7 @@ serve_run (struct serve_config *cfg)
     child = run_captive (cfg->run, &ls, uri, exports.list[0].name);
   if (privs_drop (&cfg->access, &ls, ps.mlocked) == -1) {
     if (child > 0)
-      kill (child, SIGTERM);
+      captive_kill (child);   /* nbdkit compat: the whole group */
     daemonize_ready (&ready_fd, 1, NULL);
     status = 1;
   }
@@ -282,6 +286,7 @@ serve_run (struct serve_config *cfg)
                     "flight");
   }
 
+  captive_finish ();             /* nbdkit compat: the terminal back */
   listeners_close (&ls);
   control_stop ();              /* it reads the server's counters */
   server_stop ();

@@ -9,7 +9,9 @@
 #    it does not have is one clear error at start;
 #  - NBD_INFO_NAME for "" is the plugin's default_export answer and
 #    NBD_INFO_DESCRIPTION its export_description (nbdinfo --json, the
-#    same as nbdkit's).
+#    same as nbdkit's);
+#  - ubdkit killed by SIGTERM, SIGINT or SIGHUP ends its --run command,
+#    with what the command's shell started.
 source "${srcdir:-.}/functions.sh"
 requires $NBDSH -c pass
 "$UBDKIT" --help | grep -q 'nbdkit:PLUGIN' || skip "ubdkit built without the nbdkit host"
@@ -99,4 +101,19 @@ got=$("$UBDKIT" serve -U "$tmp/sock" --description fallback "nbdkit:$plugin" \
         script=s --run 'nbdinfo --json "$uri"' 2>"$tmp/err" | name_desc) ||
   fail "--description: $(cat "$tmp/err")"
 [ "$got" = " | fallback" ] || fail "--description: nbdinfo says '$got'"
+
+# 5. A signal to ubdkit ends the --run command and its children.
+for sig in TERM INT HUP; do
+  rm -f "$tmp/gc"
+  "$UBDKIT" serve -U "$tmp/sock5" memory size=1M \
+    --run "sh -c 'echo \$\$ > $tmp/gc; exec sleep 300'; echo not here" \
+    2>"$tmp/err" &
+  ub=$!
+  for (( i=0; i<100; i++ )); do [ -s "$tmp/gc" ] && break; sleep 0.1; done
+  gc=$(cat "$tmp/gc") || fail "SIG$sig: the --run command did not start"
+  cleanup_fn "kill $gc 2>/dev/null"
+  kill -$sig $ub
+  wait $ub
+  wait_pid_gone "$gc" 50 || fail "SIG$sig: the --run command's child survived"
+done
 exit 0
