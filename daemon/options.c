@@ -18,6 +18,7 @@
 /* nbdkit compat: */
 #ifdef HAVE_NBDKIT
 #include "../plugins/nbdkit/debugflags.h"
+#include "../plugins/nbdkit/info.h"
 #endif
 
 enum {
@@ -32,6 +33,8 @@ enum {
   OPT_CONTROL,
   /* Logging: */
   OPT_LOG,
+  /* nbdkit compat: informational modes. */
+  OPT_DUMP_PLUGIN, OPT_DUMP_CONFIG,
 };
 
 #define MAX_EXPORTS 64
@@ -82,6 +85,9 @@ static const struct option long_options[] = {
   { "help", no_argument, NULL, 'h' },
   /* nbdkit compat: */
   { "debug", required_argument, NULL, 'D' },
+  { "dump-plugin", no_argument, NULL, OPT_DUMP_PLUGIN },
+  { "dump-config", no_argument, NULL, OPT_DUMP_CONFIG },
+  { "version", no_argument, NULL, 'V' },
   { NULL, 0, NULL, 0 },
 };
 
@@ -131,6 +137,13 @@ LOGGING_USAGE
 /* nbdkit compat: */
 "  -D, --debug PLUGIN.FLAG=N  set an nbdkit plugin's debug flag (its\n"
 "                           variable PLUGIN_debug_FLAG, '.' as '_')\n"
+"\n"
+"Information (nothing is served):\n"
+"  -V, --version            ubdkit's version; with nbdkit:PLUGIN, the\n"
+"                           plugin's too (and --help shows its help)\n"
+"      --dump-plugin        nbdkit:PLUGIN's callbacks and settings as\n"
+"                           nbdkit --dump-plugin prints them (key=value)\n"
+"      --dump-config        ubdkit's build settings as key=value lines\n"
 "\n"
 "Performance and memory (all memory is reserved at start):\n"
 "  -t, --threads N          event loop threads (default: one per core)\n"
@@ -311,9 +324,68 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
   }
 }
 
+/* nbdkit compat: the informational modes, asked with BACKEND (NULL if
+ * none given).  Returns 1 (done: exit 0) or -1 (exit 2). */
+enum info_mode { INFO_NONE, INFO_HELP, INFO_VERSION, INFO_DUMP_PLUGIN,
+                 INFO_DUMP_CONFIG };
+
+static int
+serve_info (enum info_mode mode, const char *backend)
+{
+  const char *plugin = backend && strncmp (backend, "nbdkit:", 7) == 0
+    ? backend + 7 : NULL;
+
+  switch (mode) {
+  case INFO_HELP:
+    serve_usage ();
+    if (!plugin)
+      return 1;
+    printf ("\n");
+    fflush (stdout);
+    break;
+  case INFO_VERSION:
+    printf ("ubdkit %s\n", PACKAGE_VERSION);
+    fflush (stdout);
+    if (!plugin)
+      return 1;
+    break;
+  case INFO_DUMP_CONFIG:
+    printf ("name=ubdkit\nversion=%s\n", PACKAGE_VERSION);
+    printf ("version_major=%d\nversion_minor=%d\n",
+            atoi (PACKAGE_VERSION), strchr (PACKAGE_VERSION, '.')
+            ? atoi (strchr (PACKAGE_VERSION, '.') + 1) : 0);
+#ifdef HAVE_NBDKIT
+    printf ("nbdkit_plugins=yes\nplugindir=%s\n", NBDKIT_PLUGINDIR);
+#else
+    printf ("nbdkit_plugins=no\n");
+#endif
+    printf ("tls=yes\n");        /* GnuTLS is always built in */
+    return 1;
+  case INFO_DUMP_PLUGIN:
+    if (!plugin) {
+      fprintf (stderr, "ubdkit serve: --dump-plugin needs nbdkit:PLUGIN\n");
+      return -1;
+    }
+    break;
+  default:
+    return -1;
+  }
+#ifdef HAVE_NBDKIT
+  if ((mode == INFO_HELP ? plughost_print_help (plugin)
+       : mode == INFO_VERSION ? plughost_print_version (plugin)
+       : plughost_dump_plugin (plugin)) == -1)
+    return -1;
+  return 1;
+#else
+  fprintf (stderr, "ubdkit serve: ubdkit was built without nbdkit plugins\n");
+  return -1;
+#endif
+}
+
 int
 serve_parse (int argc, char **argv, struct serve_config *cfg)
 {
+  enum info_mode info = INFO_NONE;      /* nbdkit compat */
   int c;
 
   memset (cfg, 0, sizeof *cfg);
@@ -335,11 +407,15 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
   /* Options may also follow BACKEND and its key=value arguments, as with
    * nbdkit: getopt moves the non-options to the end. */
   cfg->extra = extra_exports;
-  while ((c = getopt_long (argc, argv, "U:p:e:E:rt:P:u:g:vhD:", long_options,
+  while ((c = getopt_long (argc, argv, "U:p:e:E:rt:P:u:g:vhD:V", long_options,
                            NULL)) != -1) {
-    if (c == 'h') {
-      serve_usage ();
-      return 1;
+    /* nbdkit compat: informational modes, after the whole command line
+     * (nbdkit PLUGIN --help names the plugin before the option). */
+    if (c == 'h' || c == 'V' || c == OPT_DUMP_PLUGIN || c == OPT_DUMP_CONFIG) {
+      if (info == INFO_NONE)
+        info = c == 'h' ? INFO_HELP : c == 'V' ? INFO_VERSION
+          : c == OPT_DUMP_PLUGIN ? INFO_DUMP_PLUGIN : INFO_DUMP_CONFIG;
+      continue;
     }
     if (c == '?' || c == ':') {
       fprintf (stderr, "ubdkit serve: %s option '%s' (see 'ubdkit serve --help')\n",
@@ -350,6 +426,8 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
     if (parse_one (c, optarg, cfg) == -1)
       return -1;
   }
+  if (info != INFO_NONE)        /* nbdkit compat */
+    return serve_info (info, optind < argc ? argv[optind] : NULL);
   if (optind >= argc && cfg->nr_extra > 0)
     cfg->backend = NULL;        /* only -E exports */
   else if (optind >= argc) {

@@ -11,7 +11,10 @@
 #    NBD_INFO_DESCRIPTION its export_description (nbdinfo --json, the
 #    same as nbdkit's);
 #  - ubdkit killed by SIGTERM, SIGINT or SIGHUP ends its --run command,
-#    with what the command's shell started.
+#    with what the command's shell started;
+#  - --dump-plugin prints what nbdkit --dump-plugin prints (diffed);
+#    nbdkit:PLUGIN --help the plugin's help, --version its version;
+#    --dump-config key=value lines.
 source "${srcdir:-.}/functions.sh"
 requires $NBDSH -c pass
 "$UBDKIT" --help | grep -q 'nbdkit:PLUGIN' || skip "ubdkit built without the nbdkit host"
@@ -116,4 +119,37 @@ for sig in TERM INT HUP; do
   wait $ub
   wait_pid_gone "$gc" 50 || fail "SIG$sig: the --run command's child survived"
 done
+
+# 6. Informational modes.
+if command -v nbdkit >/dev/null; then
+  for p in memory "$plugin"; do
+    "$UBDKIT" serve --dump-plugin "nbdkit:$p" >"$tmp/ours" 2>"$tmp/err" ||
+      fail "--dump-plugin nbdkit:$p: $(cat "$tmp/err")"
+    nbdkit "$p" --dump-plugin >"$tmp/theirs"
+    diff -u "$tmp/theirs" "$tmp/ours" || fail "--dump-plugin $p differs from nbdkit's"
+  done
+  "$UBDKIT" serve "nbdkit:$plugin" --help | sed -n '/^plugin: /,$p' >"$tmp/ours"
+  nbdkit "$plugin" --help | sed -n '/^plugin: /,$p' >"$tmp/theirs"
+  diff -u "$tmp/theirs" "$tmp/ours" || fail "PLUGIN --help differs from nbdkit's"
+fi
+grep -qx 'has_export_description=1' <("$UBDKIT" serve --dump-plugin "nbdkit:$plugin") ||
+  fail "--dump-plugin: no has_export_description=1"
+"$UBDKIT" serve "nbdkit:$plugin" --help | grep -qx 'script=FILE  any text, reported in the disk' ||
+  fail "nbdkit:PLUGIN --help does not show the plugin's config_help"
+"$UBDKIT" serve --help | grep -q '^plugin: ' && fail "--help without a plugin shows a plugin"
+got=$("$UBDKIT" serve --version "nbdkit:$plugin" | sed -n 2p)
+[ "$got" = "compat 1.2.3" ] || fail "--version nbdkit:PLUGIN: '$got'"
+"$UBDKIT" serve -V | grep -q '^ubdkit ' || fail "serve -V: no version"
+[ "$("$UBDKIT" serve -V | wc -l)" = 1 ] || fail "serve -V without a plugin: more than one line"
+"$UBDKIT" serve --dump-config >"$tmp/cfg" || fail "--dump-config failed"
+grep -qx "plugindir=$(pkg-config --variable=plugindir nbdkit)" "$tmp/cfg" ||
+  fail "--dump-config: no plugindir=: $(cat "$tmp/cfg")"
+grep -q '^version=' "$tmp/cfg" || fail "--dump-config: no version="
+grep -vq '^[a-z_]*=' "$tmp/cfg" && fail "--dump-config: not key=value: $(cat "$tmp/cfg")"
+"$UBDKIT" serve --dump-plugin memory size=1M 2>"$tmp/err" &&
+  fail "--dump-plugin without an nbdkit plugin succeeded"
+grep -q -- '--dump-plugin needs nbdkit:PLUGIN' "$tmp/err" || fail "--dump-plugin: $(cat "$tmp/err")"
+"$UBDKIT" serve --dump-plugin nbdkit:/nonexistent.so 2>"$tmp/err" &&
+  fail "--dump-plugin of a missing plugin succeeded"
+grep -q 'cannot open plugin' "$tmp/err" || fail "--dump-plugin missing: $(cat "$tmp/err")"
 exit 0

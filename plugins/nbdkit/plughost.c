@@ -249,6 +249,28 @@ plughost_config (const struct backend_param *params, size_t n, bool readonly)
   return h;
 }
 
+/* nbdkit compat: a plugin loaded alone, for info.c. */
+struct plughost *
+plughost_load_alone (const char *name)
+{
+  struct plughost *h = calloc (1, sizeof *h);
+
+  if (!h)
+    fatal ("calloc: %m");
+  pthread_mutex_init (&h->lock, NULL);
+  if (plughost_load (h, name) == -1) {
+    plughost_close (h);
+    return NULL;
+  }
+  return h;
+}
+
+void
+plughost_unload_alone (struct plughost *h)
+{
+  plughost_close (h);
+}
+
 /* The plugin's exit callbacks belong to the process that served with it,
  * as nbdkit's parent leaves them to the child it forks into the
  * background. */

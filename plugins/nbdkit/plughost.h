@@ -104,6 +104,12 @@ void plughost_intern_free_all (void);
 void plughost_enter (struct plugconn *h, bool data);
 int plughost_leave (struct plugconn *h, int r);
 
+/* nbdkit compat: the informational modes (info.c) load a plugin alone,
+ * without config: loaded, or NULL after logging; unload_alone runs its
+ * unload. */
+struct plughost *plughost_load_alone (const char *name);
+void plughost_unload_alone (struct plughost *h);
+
 /* The data-path callbacks of the backend (plughost-io.c): 0 or -errno. */
 int plughost_io_pread (void *h, void *buf, uint32_t count, uint64_t offset);
 int plughost_io_pwrite (void *h, const void *buf, uint32_t count,
