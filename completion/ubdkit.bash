@@ -16,7 +16,8 @@ _ubdkit_serve_opts='-U --unix -p --port --bind -e --export -E --export-spec
   --no-mlock --oom-score-adj --allow --deny -u --user -g --group
   --unix-mode --unix-group --log --control -h --help'
 # nbdkit compat (serve):
-_ubdkit_serve_opts+=' -D --debug -V --version --dump-plugin --dump-config'
+_ubdkit_serve_opts+=' -D --debug -V --version --dump-plugin --dump-config
+  -s --single --mask-handshake'
 _ubdkit_add_opts='-n --id -q --queues -d --depth --queue-threads --max-io
   -r --readonly --foreground --recovery --no-recovery --poll --zero-copy
   --no-zero-copy --batch-io --watchdog --io-flusher --no-mlock
@@ -41,7 +42,7 @@ _ubdkit_arg_opts='-U --unix -p --port --bind -e --export -E --export-spec
   --unix-mode --unix-group --log --control -n --id -q --queues -d
   --queue-threads --max-io --recovery --watchdog --config-dir'
 # nbdkit compat:
-_ubdkit_arg_opts+=' -D --debug'
+_ubdkit_arg_opts+=' -D --debug --mask-handshake'
 
 _ubdkit_backends='memory file null nbd nbdkit:'
 

@@ -243,6 +243,8 @@ listeners_uri (const struct listeners *ls, const char *name, char *buf,
   uri_escape (name, ename, sizeof ename);
   if (sock)
     snprintf (buf, len, "nbd%s+unix:///%s?socket=%s", s, ename, sock);
+  else if (!ls->host)           /* nbdkit compat: -s, no listener */
+    snprintf (buf, len, "standard input/output");
   else if (strchr (ls->host, ':'))
     snprintf (buf, len, "nbd%s://[%s]:%d/%s", s, ls->host, ls->port, ename);
   else

@@ -16,6 +16,7 @@
 #include "loop.h"
 #include "privs.h"
 /* nbdkit compat: */
+#include "handshake-mask.h"
 #ifdef HAVE_NBDKIT
 #include "../plugins/nbdkit/debugflags.h"
 #include "../plugins/nbdkit/info.h"
@@ -35,6 +36,7 @@ enum {
   OPT_LOG,
   /* nbdkit compat: informational modes. */
   OPT_DUMP_PLUGIN, OPT_DUMP_CONFIG,
+  OPT_MASK_HANDSHAKE,
 };
 
 #define MAX_EXPORTS 64
@@ -88,6 +90,8 @@ static const struct option long_options[] = {
   { "dump-plugin", no_argument, NULL, OPT_DUMP_PLUGIN },
   { "dump-config", no_argument, NULL, OPT_DUMP_CONFIG },
   { "version", no_argument, NULL, 'V' },
+  { "single", no_argument, NULL, 's' },
+  { "mask-handshake", required_argument, NULL, OPT_MASK_HANDSHAKE },
   { NULL, 0, NULL, 0 },
 };
 
@@ -144,6 +148,13 @@ LOGGING_USAGE
 "      --dump-plugin        nbdkit:PLUGIN's callbacks and settings as\n"
 "                           nbdkit --dump-plugin prints them (key=value)\n"
 "      --dump-config        ubdkit's build settings as key=value lines\n"
+"\n"
+"Single client (nbdkit's -s):\n"
+"  -s, --single             serve one client on standard input/output (a\n"
+"                           socket: libnbd's nbd_connect_command); no\n"
+"                           listener; exit when it disconnects\n"
+"      --mask-handshake N   offer only these global handshake flags (bit 0\n"
+"                           fixed newstyle, bit 1 no zeroes; default 3)\n"
 "\n"
 "Performance and memory (all memory is reserved at start):\n"
 "  -t, --threads N          event loop threads (default: one per core)\n"
@@ -313,6 +324,12 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
   case OPT_LOG:
     return logging_option ("serve", arg);
   /* nbdkit compat: */
+  case 's': cfg->single = true; return 0;
+  case OPT_MASK_HANDSHAKE:
+    if (size_parse_uint (arg, 0, UINT32_MAX, &v) == -1)
+      return bad ("--mask-handshake (a number, bits 0 and 1)", arg);
+    nbd_handshake_mask (v);
+    return 0;
   case 'D':
 #ifdef HAVE_NBDKIT
     return plughost_debug_flag_option (arg);
@@ -407,7 +424,7 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
   /* Options may also follow BACKEND and its key=value arguments, as with
    * nbdkit: getopt moves the non-options to the end. */
   cfg->extra = extra_exports;
-  while ((c = getopt_long (argc, argv, "U:p:e:E:rt:P:u:g:vhD:V", long_options,
+  while ((c = getopt_long (argc, argv, "U:p:e:E:rt:P:u:g:vhD:Vs", long_options,
                            NULL)) != -1) {
     /* nbdkit compat: informational modes, after the whole command line
      * (nbdkit PLUGIN --help names the plugin before the option). */
@@ -442,11 +459,21 @@ serve_parse (int argc, char **argv, struct serve_config *cfg)
     cfg->params = &argv[optind + 1];
     cfg->nr_params = argc - optind - 1;
   }
+  /* nbdkit compat: -s has its one client and no listener. */
+  if (cfg->single && (cfg->unix_path || cfg->port || cfg->bind_addr ||
+                      cfg->run || cfg->daemonize)) {
+    fprintf (stderr, "ubdkit serve: -s (the client on standard input/output) "
+             "does not go with -U, -p, --bind, --run or --daemonize\n");
+    return -1;
+  }
+  if (cfg->single)
+    ;
   /* systemd socket activation (systemd.h) replaces the default port. */
-  if (!cfg->unix_path && !cfg->port && !cfg->bind_addr &&
+  else if (!cfg->unix_path && !cfg->port && !cfg->bind_addr &&
       systemd_listen_fds_for_us ())
     cfg->socket_activation = true;
-  if (!cfg->unix_path && !cfg->port && !cfg->socket_activation)
+  if (!cfg->unix_path && !cfg->port && !cfg->socket_activation &&
+      !cfg->single)
     cfg->port = "10809";
   if (strlen (cfg->export_name) > 4096 ||
       (cfg->description && strlen (cfg->description) > 4096)) {

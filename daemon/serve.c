@@ -35,6 +35,7 @@
 #include "log.h"
 #include "privs.h"
 #include "serve.h"
+#include "single.h"               /* nbdkit compat: -s */
 #include "systemd.h"
 
 static int
@@ -152,7 +153,7 @@ accept_one (int lfd, const struct access_config *ac)
  * status. */
 static int
 main_loop (const struct listeners *ls, int sfd, pid_t child,
-           const struct access_config *ac)
+           const struct access_config *ac, bool single)
 {
   struct pollfd pfd[17];
   size_t n = ls->n;
@@ -164,12 +165,15 @@ main_loop (const struct listeners *ls, int sfd, pid_t child,
     struct signalfd_siginfo si;
     int status;
 
-    if (poll (pfd, n + 1, -1) == -1) {
+    /* nbdkit compat: -s ends with its client, looked at 10 times a second. */
+    if (poll (pfd, n + 1, single ? 100 : -1) == -1) {
       if (errno == EINTR)
         continue;
       log_error ("poll: %m");
       return 1;
     }
+    if (single && single_done ())
+      return 0;
     for (size_t i = 0; i < n; i++)
       if (pfd[i].revents & POLLIN)
         accept_one (pfd[i].fd, ac);
@@ -221,6 +225,10 @@ serve_run (struct serve_config *cfg)
   int ready_fd = -1, sfd, status, r;
   pid_t child = -1;
 
+  /* nbdkit compat: -s takes the client's socket off fds 0 and 1 before
+   * any backend code can write there. */
+  if (cfg->single && single_take () == -1)
+    return 1;
   /* Bad arguments fail before anything is set up. */
   r = exports_config (&exports, cfg);
   if (r < 0) {
@@ -248,6 +256,7 @@ serve_run (struct serve_config *cfg)
       (exports_need_workers (&exports) &&
        backend_workers_start (cfg->server.workers) == -1) ||
       server_start (&cfg->server, exports.list, exports.n) == -1 ||
+      (cfg->single && single_start () == -1) ||   /* nbdkit compat */
       (cfg->control && control_start (cfg->control) == -1) ||
       (cfg->pidfile && write_pidfile (cfg->pidfile) == -1)) {
     daemonize_ready (&ready_fd, 1, NULL);
@@ -281,7 +290,8 @@ serve_run (struct serve_config *cfg)
     systemd_notify ("READY=1\nSTATUS=serving %zu export%s at %s\nMAINPID=%d",
                     exports.n, exports.n == 1 ? "" : "s", uri, (int) getpid ());
     status = child == -1 && cfg->run ? 1 : main_loop (&ls, sfd, child,
-                                                     &cfg->access);
+                                                     &cfg->access,
+                                                     cfg->single);
     systemd_notify ("STOPPING=1\nSTATUS=stopping: finishing requests in "
                     "flight");
   }

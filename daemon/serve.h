@@ -28,6 +28,7 @@ struct serve_config {
   char **params;                /* key=value ... */
   int nr_params;
   struct access_config access;  /* --allow, --deny, -u, -g, --unix-* */
+  bool single;                  /* nbdkit compat: -s, stdin/stdout client */
   /* systemd: no -U/-p/--bind and LISTEN_PID names us (systemd.c). */
   bool socket_activation;
 };

@@ -14,7 +14,70 @@
 #    with what the command's shell started;
 #  - --dump-plugin prints what nbdkit --dump-plugin prints (diffed);
 #    nbdkit:PLUGIN --help the plugin's help, --version its version;
-#    --dump-config key=value lines.
+#    --dump-config key=value lines;
+#  - -s: one client on stdin/stdout (libnbd's connect_command), 
+# 7. -s and --mask-handshake.
+cat > "$tmp/single.py" <<PY
+import nbd, subprocess, sys
+h = nbd.NBD()
+h.connect_command(["$UBDKIT", "serve", "-s", "nbdkit:memory", "size=2M"])
+assert h.get_size() == 2 * 1024 * 1024
+h.pwrite(b"single client", 4096)
+assert h.pread(13, 4096) == b"single client"
+h.shutdown()
+h2 = nbd.NBD()
+h2.connect_command(["$UBDKIT", "serve", "-s", "nbdkit:$plugin", "bare"])
+assert h2.pread(11, 0) == b"script=bare", h2.pread(20, 0)
+h2.shutdown()
+PY
+"$PYTHON" "$tmp/single.py" 2>"$tmp/err" || fail "-s with connect_command: $(cat "$tmp/err")"
+sleep 0.3
+pgrep -f "ubdkit serve -s nbdkit:memory size=2M" && fail "-s: ubdkit did not exit with its client"
+got=$($NBDSH -c "h.connect_command(['$UBDKIT', 'serve', '-s', 'memory', 'size=1M']); print(h.get_size())" 2>"$tmp/err") ||
+  fail "nbdsh -c connect_command -s: $(cat "$tmp/err")"
+[ "$got" = 1048576 ] || fail "-s over nbdsh: size $got"
+# Its exit status, and a clear error when stdin is not a socket.
+"$PYTHON" - "$UBDKIT" <<'PY' || fail "-s: ubdkit's exit status"
+import socket, subprocess, sys
+a, b = socket.socketpair()
+p = subprocess.Popen([sys.argv[1], "serve", "-s", "memory", "size=1M"],
+                     stdin=b, stdout=b, stderr=subprocess.DEVNULL)
+b.close()
+assert a.recv(18)[:16] == b"NBDMAGICIHAVEOPT"
+a.close()
+assert p.wait(20) == 0, p.returncode
+PY
+"$UBDKIT" serve -s memory size=1M </dev/null 2>"$tmp/err" && fail "-s with /dev/null accepted"
+grep -q "standard input and output must be one stream socket" "$tmp/err" ||
+  fail "-s without a socket: $(cat "$tmp/err")"
+"$UBDKIT" serve -s -U "$tmp/s" memory 2>"$tmp/err" && fail "-s with -U accepted"
+grep -q -- "-s (the client on standard input/output) does not go with" "$tmp/err" ||
+  fail "-s -U: $(cat "$tmp/err")"
+
+proto () { "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["protocol"])'; }
+for m in 0 1 2 3; do
+  got=$("$UBDKIT" serve -U "$tmp/sock" --mask-handshake $m memory size=1M \
+          --run 'nbdinfo --json "$uri"' 2>"$tmp/err" | proto) ||
+    fail "--mask-handshake $m: $(cat "$tmp/err")"
+  case $m in 0|2) want=newstyle ;; *) want=newstyle-fixed ;; esac
+  [ "$got" = "$want" ] || fail "--mask-handshake $m: protocol $got, not $want"
+done
+"$UBDKIT" serve -U "$tmp/sock" --mask-handshake 1 memory size=1M --run '
+  "$PYTHON" -c "
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+hello = s.recv(18)
+assert struct.unpack(\">H\", hello[16:18])[0] == 1, hello
+s.sendall(struct.pack(\">I\", 3))   # NO_ZEROES was not offered
+assert s.recv(1) == b\"\", \"a client asking for a masked flag was served\"
+" "$unixsocket"' 2>"$tmp/err" || fail "--mask-handshake 1 on the wire: $(cat "$tmp/err")"
+grep -q "client flags 0x3 refused (not offered: 0x1)" "$tmp/err" ||
+  fail "--mask-handshake: no line for the refused client: $(cat "$tmp/err")"
+"$UBDKIT" serve -U "$tmp/sock" --mask-handshake x memory 2>"$tmp/err" &&
+  fail "--mask-handshake x accepted"
+exit 0
+#    when it leaves; --mask-handshake as nbdkit's (nbdinfo's protocol,
+#    the flags on the wire, a client asking for a masked flag refused).
 source "${srcdir:-.}/functions.sh"
 requires $NBDSH -c pass
 "$UBDKIT" --help | grep -q 'nbdkit:PLUGIN' || skip "ubdkit built without the nbdkit host"

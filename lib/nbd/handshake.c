@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "handshake-mask.h"       /* nbdkit compat */
 #include "log.h"
 #include "protocol.h"
 #include "tls.h"
@@ -24,12 +25,23 @@ enum { HS_FLAGS, HS_OPT_HEADER, HS_OPT_DATA, HS_OPT_DISCARD, HS_TLS };
  * thrown away so negotiation can go on; larger ones close the connection. */
 #define OPT_DISCARD_MAX (1u << 20)
 
+/* nbdkit compat: --mask-handshake.  Without FIXED_NEWSTYLE we are a plain
+ * newstyle server (only NBD_OPT_EXPORT_NAME); without NO_ZEROES its reply
+ * always has the 124 zeros.  A client may not ask for a flag not offered. */
+static uint16_t offered = NBDP_FLAG_FIXED_NEWSTYLE | NBDP_FLAG_NO_ZEROES;
+
+void
+nbd_handshake_mask (unsigned mask)
+{
+  offered = (NBDP_FLAG_FIXED_NEWSTYLE | NBDP_FLAG_NO_ZEROES) & mask;
+}
+
 void
 handshake_start (struct conn *c)
 {
   put64 (c->tbuf, NBDP_MAGIC);
   put64 (c->tbuf + 8, NBDP_IHAVEOPT);
-  put16 (c->tbuf + 16, NBDP_FLAG_FIXED_NEWSTYLE | NBDP_FLAG_NO_ZEROES);
+  put16 (c->tbuf + 16, offered);
   c->tlen = 18;
   c->hs_state = HS_FLAGS;
   conn_send_tbuf (c);
@@ -435,6 +447,11 @@ step_flags (struct conn *c, const unsigned char *p)
   if (c->cflags & ~(NBDP_FLAG_C_FIXED_NEWSTYLE | NBDP_FLAG_C_NO_ZEROES)) {
     log_ratelimited ("%s: client flags 0x%x refused (unknown bits)",
                      c->peer, c->cflags);
+    return -1;
+  }
+  if (c->cflags & ~offered) {     /* nbdkit compat: --mask-handshake */
+    log_ratelimited ("%s: client flags 0x%x refused (not offered: 0x%x)",
+                     c->peer, c->cflags, offered);
     return -1;
   }
   c->hs_state = HS_OPT_HEADER;
