@@ -118,7 +118,10 @@ expect_config_failure () {
 want="could not parse size" expect_config_failure nbdkit:memory size=banana
 want="rejected 'size=banana'" expect_config_failure nbdkit:memory size=banana
 want="cannot open plugin" expect_config_failure nbdkit:no-such-plugin
-want="expected key=value" expect_config_failure nbdkit:eval bare
+# A bare first argument is script= (nbdkit's rule), which eval refuses
+# as nbdkit does; a bare argument after the first is no key=value.
+want="callback 'script' is unknown" expect_config_failure nbdkit:eval bare
+want="expected key=value" expect_config_failure nbdkit:eval get_size='echo 1M' bare
 want="does not need command line" expect_config_failure nbdkit:example1 x=1
 want="bad config" expect_config_failure nbdkit:eval get_size='echo 1M' \
   pread='exit 1' config_complete='echo "EINVAL bad config" >&2; exit 1'
