@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # nbdcopy a random image into memory and file exports and back again, with
-# the default and the largest (32 MiB) request size; checksums must match.
+# the default and the largest request size nbdcopy sends (32 MiB); checksums must match.
 source "${srcdir:-.}/functions.sh"
 requires_prog nbdcopy
 make_tmpdir

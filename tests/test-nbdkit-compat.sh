@@ -215,4 +215,18 @@ grep -q -- '--dump-plugin needs nbdkit:PLUGIN' "$tmp/err" || fail "--dump-plugin
 "$UBDKIT" serve --dump-plugin nbdkit:/nonexistent.so 2>"$tmp/err" &&
   fail "--dump-plugin of a missing plugin succeeded"
 grep -q 'cannot open plugin' "$tmp/err" || fail "--dump-plugin missing: $(cat "$tmp/err")"
+
+# 8. A 64 MiB read and write through an nbdkit plugin, as nbdkit serves them
+# (the largest request is 64 MiB, streamed through the slot buffers).
+out=$("$UBDKIT" serve -U - --run '/usr/bin/python3 -c "
+import nbd, os
+h = nbd.NBD()
+h.connect_uri(\"$uri\")
+buf = os.urandom(64 << 20)
+h.pwrite(buf, 4096)
+assert h.pread(64 << 20, 4096) == buf
+print(\"ok\")
+"' nbdkit:memory size=80M 2>&1) || fail "64 MiB requests through nbdkit:memory: $out"
+[ "$out" = ok ] || fail "64 MiB requests: $out"
+
 exit 0

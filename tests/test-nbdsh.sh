@@ -92,21 +92,22 @@ for op in (lambda: h.pread(512, size), lambda: h.pwrite(b"x" * 512, size - 256),
         raise AssertionError("out-of-range request succeeded")
 check(size - 512, 512, "tail after rejected write")
 
-# Requests over the 32 MiB maximum fail but leave the connection usable;
-# 32 MiB itself works, also as one DF (unfragmented) chunk.
-big = os.urandom(32 * M)
-for op in (lambda: h.pread(32 * M + 4096, 0),
-           lambda: h.pwrite(os.urandom(32 * M + 4096), 0)):
+# Requests over the 64 MiB maximum (nbdkit's) fail but leave the
+# connection usable; 64 MiB itself works, also as one DF (unfragmented)
+# chunk.
+big = os.urandom(64 * M)
+for op in (lambda: h.pread(64 * M + 4096, 0),
+           lambda: h.pwrite(os.urandom(64 * M + 4096), 0)):
     try:
         op()
     except nbd.Error:
         pass
     else:
-        raise AssertionError("request over 32 MiB succeeded")
+        raise AssertionError("request over 64 MiB succeeded")
 check(0, 8 * M, "after oversized requests")
-write(16 * M, big)
-check(16 * M, 32 * M, "32 MiB read")
-assert h.pread(32 * M, 16 * M, nbd.CMD_FLAG_DF) == big, "32 MiB DF read"
+write(0, big)                   # the whole disk
+check(0, 64 * M, "64 MiB read")
+assert h.pread(64 * M, 0, nbd.CMD_FLAG_DF) == big, "64 MiB DF read"
 h.shutdown()
 print("ok")
 PY

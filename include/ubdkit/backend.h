@@ -237,6 +237,12 @@ struct backend_ops {
   const char *(*conn_description) (void *ch);
 };
 
+/* The largest read or write ubdkit serves, as nbdkit does (64 MiB): the
+ * default maximum block size of every backend, and the cap on what a
+ * backend may ask for.  A larger request is streamed through the slot's
+ * buffer (--buffer-size), so this bounds time per request, not memory. */
+#define BACKEND_MAX_REQUEST (64u * 1024 * 1024)
+
 /* A backend opened for serving: ops + handle + cached answers. */
 struct backend {
   const struct backend_ops *ops;

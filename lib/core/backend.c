@@ -219,7 +219,7 @@ backend_ask (struct backend *b)
                  BACKEND_CAN_FAST_ZERO | BACKEND_CAN_FUA);
   b->min_block = 1;
   b->pref_block = 4096;
-  b->max_block = 32 * 1024 * 1024;
+  b->max_block = BACKEND_MAX_REQUEST;
   if (b->ops->block_size)
     b->ops->block_size (b->h, &b->min_block, &b->pref_block, &b->max_block);
 }

@@ -29,7 +29,7 @@
 
 /* A rejected write's payload is read and discarded up to this size, so the
  * connection stays usable; a larger one closes the connection. */
-#define WRITE_DRAIN_MAX (64u << 20)
+#define WRITE_DRAIN_MAX (2 * BACKEND_MAX_REQUEST)
 
 /* The largest range given to one backend call by an effect-only request
  * (backend counts are 32-bit); a multiple of any block size we allow. */

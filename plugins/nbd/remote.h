@@ -16,7 +16,7 @@
 
 #define MAX_LANES 16
 #define MAX_THREADS 256
-#define DEFAULT_MAX_BLOCK (32 * 1024 * 1024)
+#define DEFAULT_MAX_BLOCK BACKEND_MAX_REQUEST
 #define MAX_BACKOFF 30.0            /* seconds between attempts at most */
 #define IN_FLIGHT (1u << 31)        /* io->phase: libnbd owns the request */
 

@@ -39,7 +39,7 @@
 /* nbdkit compat: -D flags. */
 #include "debugflags.h"
 
-#define MAX_REQUEST (32 * 1024 * 1024)  /* ubdkit's largest read or write */
+#define MAX_REQUEST BACKEND_MAX_REQUEST   /* ubdkit's largest read or write */
 
 #ifndef NBDKIT_PLUGINDIR
 #error "NBDKIT_PLUGINDIR must be defined (pkg-config --variable=plugindir nbdkit)"
