@@ -112,6 +112,13 @@ timeout 20 "$UBDKIT" serve -U "$tmp/sock2" "nbdkit:$plugin" shutdown=1 \
   --run 'sleep 60' 2>"$tmp/err"
 rc=$?
 [ $rc = 0 ] || fail "nbdkit_shutdown in get_ready with --run: exit $rc: $(cat "$tmp/err")"
+# With --daemonize: the shutdown reaches the daemon, which exits at once
+# as it does in the foreground.
+"$UBDKIT" serve --daemonize -P "$tmp/pid2" -U "$tmp/sock2" "nbdkit:$plugin" \
+  shutdown=1 2>"$tmp/err" || fail "--daemonize with nbdkit_shutdown: $(cat "$tmp/err")"
+pid2=$(cat "$tmp/pid2")
+for i in $(seq 100); do kill -0 "$pid2" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid2" 2>/dev/null && { kill "$pid2"; fail "nbdkit_shutdown in get_ready: the daemon kept serving"; }
 
 # 3. -D PLUGIN.FLAG=N (FLAG's '.' is '_' in the variable's name).
 got=$(disk_text -D compat.foo.bar=42 "nbdkit:$plugin" script=s) ||
