@@ -28,6 +28,7 @@ enum {
   OPT_CONTROL,
   /* Logging: */
   OPT_LOG,
+  OPT_FILTER,                   /* --filter */
 };
 
 #define MAX_EXPORTS 64
@@ -74,6 +75,7 @@ static const struct option long_options[] = {
   { "control", required_argument, NULL, OPT_CONTROL },
   /* Logging: */
   { "log", required_argument, NULL, OPT_LOG },
+  { "filter", required_argument, NULL, OPT_FILTER }, /* --filter */
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
@@ -98,6 +100,8 @@ serve_usage (void)
 "                           export is the default one\n"
 "      --description TEXT   export description\n"
 "  -r, --readonly           refuse writes\n"
+"      --filter NAME        an nbdkit filter over BACKEND (repeatable; the\n"
+"                           first is outermost); NAME or a path to a .so\n"
 "      --max-connections N  at most N clients at once (default 512)\n"
 "      --handshake-timeout S  close clients that have not chosen an export\n"
 "                           within S seconds (default 30)\n"
@@ -290,6 +294,13 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
   /* Logging: */
   case OPT_LOG:
     return logging_option ("serve", arg);
+  case OPT_FILTER:              /* --filter */
+#ifdef HAVE_NBDKIT
+    filter_chain_add (arg);
+    return 0;
+#else
+    return bad ("--filter (ubdkit was built without nbdkit)", arg);
+#endif
   default:
     return -1;
   }
