@@ -508,13 +508,14 @@ ask_caps (struct filterconn *fc)
     { FCAN_ZERO, BACKEND_CAN_ZERO, NBDKIT_ZERO_EMULATE },
     { FCAN_FAST_ZERO, BACKEND_CAN_FAST_ZERO, 1 },
     { FCAN_FUA, BACKEND_CAN_FUA, NBDKIT_FUA_EMULATE },
-    { FCAN_EXTENTS, BACKEND_CAN_EXTENTS, 1 },
     { FCAN_MULTI_CONN, BACKEND_CAN_MULTI_CONN, 1 },
     { FCAN_CACHE, BACKEND_CAN_CACHE, NBDKIT_CACHE_EMULATE },
     { FCAN_ROTATIONAL, BACKEND_IS_ROTATIONAL, 1 },
   };
 
-  fc->caps = 0;
+  /* Block status always works, as in nbdkit: a chain without extents
+   * answers "all data" (filter-next.c). */
+  fc->caps = BACKEND_CAN_EXTENTS;
   for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
     int r = filter_next_can (fc->top, map[i].w);
     if (r == -1) {
