@@ -72,13 +72,14 @@ compare_one () {
 # compare FILTER-OPTIONS... [-- KEY=VALUE...]: the chain over ubdkit's
 # native file backend (file=disk.img) and over nbdkit's data plugin
 # (nbdkit:data, data=... size=8M), against nbdkit's file and data
-# plugins with the same arguments.  $fileonly: the file backend only.
+# plugins with the same arguments.  $fileonly: the file backend only;
+# $dataonly: the data plugin only.
 compare () {
   local opts=()
   while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
   [ $# -gt 0 ] && shift
   args=("$@" "file=$img")
-  ignore=$file_ignore compare_one file file "${opts[@]}"
+  [ -z "${dataonly:-}" ] && ignore=$file_ignore compare_one file file "${opts[@]}"
   [ -n "${fileonly:-}" ] && return
   args=("$@" "$data" size=8M)
   compare_one nbdkit:data data "${opts[@]}"
@@ -122,6 +123,10 @@ compare --filter=error -- error-rate=0
 compare --filter=log -- logfile="$tmp/log.txt"
 compare --filter=stats -- statsfile="$tmp/stats.txt"
 compare --filter=retry
+compare --filter=noparallel -- serialize=connections
+compare --filter=swab -- swab-bits=32
+compare --filter=multi-conn -- multi-conn-mode=disable
+compare --filter=nocache -- cachemode=emulate
 compare --filter=cow --filter=offset --filter=truncate -- offset=1M truncate=2M
 grep -q 'Read' "$tmp/log.txt" || fail "the log filter logged no read"
 [ -s "$tmp/stats.txt" ] || fail "the stats filter wrote no statistics"

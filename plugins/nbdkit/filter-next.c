@@ -168,10 +168,13 @@ filter_next_block_size (struct nbdkit_context *c, uint32_t *min,
                         uint32_t *pref, uint32_t *max)
 {
   if (is_bottom (c)) {
-    /* ubdkit's defaults for a backend without constraints are nbdkit's
-     * "none" (0, 0, 0). */
+    /* ubdkit's defaults (1, 4096, 32 MiB: what the core assumes for a
+     * backend without constraints, and what plughost reports for a
+     * plugin without block_size) are nbdkit's "none" (0, 0, 0). */
     const struct backend *v = c->view;
-    bool none = v->ops->block_size == NULL;
+    bool none = v->ops->block_size == NULL ||
+                (v->min_block == 1 && v->pref_block == 4096 &&
+                 v->max_block == 32 * 1024 * 1024);
     *min = none ? 0 : v->min_block;
     *pref = none ? 0 : v->pref_block;
     *max = none ? 0 : v->max_block;

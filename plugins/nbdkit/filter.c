@@ -525,6 +525,9 @@ ask_caps (struct filterconn *fc)
     if (r >= map[i].min)
       fc->caps |= map[i].bit;
   }
+  /* As nbdkit's handshake: connections one at a time are no multi-conn. */
+  if (fc->ch->model <= NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS)
+    fc->caps &= ~BACKEND_CAN_MULTI_CONN;
   return 0;
 }
 
