@@ -14,14 +14,16 @@ _ubdkit_serve_opts='-U --unix -p --port --bind -e --export -E --export-spec
   --tls-priority --tls-ktls --run --daemonize -P --pidfile -v --verbose
   -t --threads --depth --buffer-size --workers --poll --io-flusher
   --no-mlock --oom-score-adj --allow --deny -u --user -g --group
-  --unix-mode --unix-group --log --control -h --help'
+  --unix-mode --unix-group --log --control -h --help
+  --filter'
 # nbdkit compat (serve):
 _ubdkit_serve_opts+=' -D --debug -V --version --dump-plugin --dump-config
   -s --single --mask-handshake'
 _ubdkit_add_opts='-n --id -q --queues -d --depth --queue-threads --max-io
   -r --readonly --foreground --recovery --no-recovery --poll --zero-copy
   --no-zero-copy --batch-io --watchdog --io-flusher --no-mlock
-  --oom-score-adj -v --verbose --log -h --help'
+  --oom-score-adj -v --verbose --log -h --help
+  --filter'
 _ubdkit_del_opts='--force --all'
 _ubdkit_list_opts='--json'
 _ubdkit_recover_opts='--foreground --watchdog --poll --io-flusher
@@ -40,7 +42,8 @@ _ubdkit_arg_opts='-U --unix -p --port --bind -e --export -E --export-spec
   --run -P --pidfile -t --threads --depth --buffer-size --workers --poll
   --io-flusher --oom-score-adj --allow --deny -u --user -g --group
   --unix-mode --unix-group --log --control -n --id -q --queues -d
-  --queue-threads --max-io --recovery --watchdog --config-dir'
+  --queue-threads --max-io --recovery --watchdog --config-dir
+  --filter'
 # nbdkit compat:
 _ubdkit_arg_opts+=' -D --debug --mask-handshake'
 
@@ -94,6 +97,18 @@ _ubdkit_nbdkit_plugins ()
   done
 }
 
+# The nbdkit filters of nbdkit's filter directory (--filter).
+_ubdkit_nbdkit_filters ()
+{
+  local dir f
+  dir=$(pkg-config --variable=filterdir nbdkit 2>/dev/null)
+  for f in ${dir:-/usr/lib/*/nbdkit/filters}/nbdkit-*-filter.so; do
+    [ -e "$f" ] || continue
+    f=${f##*/nbdkit-}
+    echo "${f%-filter.so}"
+  done
+}
+
 # Complete the value of option $1 ($2: the value typed so far).
 _ubdkit_option_value ()
 {
@@ -111,6 +126,9 @@ _ubdkit_option_value ()
       COMPREPLY=($(compgen -f -- "$2")); compopt -o filenames 2>/dev/null ;;
     --tls-certificates|--config-dir)
       COMPREPLY=($(compgen -d -- "$2")); compopt -o filenames 2>/dev/null ;;
+    --filter)
+      COMPREPLY=($(compgen -W "$(_ubdkit_nbdkit_filters)" -- "$2")
+                 $(compgen -f -- "$2")) ;;
     -u|--user) COMPREPLY=($(compgen -u -- "$2")) ;;
     -g|--group|--unix-group) COMPREPLY=($(compgen -g -- "$2")) ;;
     *) COMPREPLY=() ;;

@@ -55,6 +55,8 @@ add_usage (void)
 "                         (default 1; more need UBLK_F_PER_IO_DAEMON)\n"
 "      --max-io SIZE      largest request (default 512k)\n"
 "  -r, --readonly         read-only device\n"
+"      --filter NAME      an nbdkit filter over BACKEND (repeatable; the\n"
+"                         first is outermost); NAME or a path to a .so\n"
 "      --foreground       serve in the foreground (default: background)\n"
 "      --recovery MODE    while no server runs (it died, is restarting or\n"
 "                         is being upgraded): hold (default: requests wait\n"
@@ -106,7 +108,7 @@ add_parse (int argc, char **argv, struct add_config *cfg)
 {
   enum { O_MAX_IO = 256, O_FG, O_NO_RECOVERY, O_IOF, O_NO_MLOCK, O_OOM,
          O_WATCHDOG, O_POLL, O_RECOVERY, O_ZC, O_NO_ZC, O_QTHREADS, O_BATCH,
-         O_LOG /* logging */ };
+         O_LOG /* logging */, O_FILTER /* --filter */ };
   static const struct option opts[] = {
     { "id", required_argument, NULL, 'n' },
     { "queues", required_argument, NULL, 'q' },
@@ -128,6 +130,7 @@ add_parse (int argc, char **argv, struct add_config *cfg)
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { "log", required_argument, NULL, O_LOG }, /* logging */
+    { "filter", required_argument, NULL, O_FILTER }, /* --filter */
     { NULL, 0, NULL, 0 },
   };
   uint64_t v;
@@ -213,6 +216,13 @@ add_parse (int argc, char **argv, struct add_config *cfg)
       if (logging_option ("add", optarg) == -1)
         return -1;
       break;
+    case O_FILTER:                /* --filter */
+#ifdef HAVE_NBDKIT
+      filter_chain_add (optarg);
+      break;
+#else
+      return bad ("--filter (ubdkit was built without nbdkit)", optarg);
+#endif
     case 'h':
       add_usage ();
       return 1;

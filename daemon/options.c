@@ -37,6 +37,7 @@ enum {
   /* nbdkit compat: informational modes. */
   OPT_DUMP_PLUGIN, OPT_DUMP_CONFIG,
   OPT_MASK_HANDSHAKE,
+  OPT_FILTER,                   /* --filter */
 };
 
 #define MAX_EXPORTS 64
@@ -83,6 +84,7 @@ static const struct option long_options[] = {
   { "control", required_argument, NULL, OPT_CONTROL },
   /* Logging: */
   { "log", required_argument, NULL, OPT_LOG },
+  { "filter", required_argument, NULL, OPT_FILTER }, /* --filter */
   { "verbose", no_argument, NULL, 'v' },
   { "help", no_argument, NULL, 'h' },
   /* nbdkit compat: */
@@ -114,6 +116,8 @@ serve_usage (void)
 "                           export is the default one\n"
 "      --description TEXT   export description\n"
 "  -r, --readonly           refuse writes\n"
+"      --filter NAME        an nbdkit filter over BACKEND (repeatable; the\n"
+"                           first is outermost); NAME or a path to a .so\n"
 "      --max-connections N  at most N clients at once (default 512)\n"
 "      --handshake-timeout S  close clients that have not chosen an export\n"
 "                           within S seconds (default 30)\n"
@@ -335,6 +339,13 @@ parse_one (int c, const char *arg, struct serve_config *cfg)
     return plughost_debug_flag_option (arg);
 #else
     return bad ("-D (ubdkit was built without nbdkit plugins)", arg);
+#endif
+  case OPT_FILTER:              /* --filter */
+#ifdef HAVE_NBDKIT
+    filter_chain_add (arg);
+    return 0;
+#else
+    return bad ("--filter (ubdkit was built without nbdkit)", arg);
 #endif
   default:
     return -1;

@@ -297,6 +297,16 @@ extern const struct backend_ops null_backend_ops;
 #ifdef HAVE_NBDKIT
 extern const struct backend_ops plughost_backend_ops;  /* plugins/nbdkit */
 #endif
+/* --filter (plugins/nbdkit/filter.c): filter_chain_add records a filter
+ * name (outermost first) and sets backend_filter_hook; the next
+ * backend_config clears the hook and lets it configure the filter chain
+ * over the backend it was asked for. */
+extern int (*backend_filter_hook) (struct backend *b, const char *name,
+                                   char **argv, int argc, bool readonly);
+#ifdef HAVE_NBDKIT
+extern const struct backend_ops filter_backend_ops;
+void filter_chain_add (const char *name);
+#endif
 #ifdef HAVE_LIBNBD
 /* plugins/nbd, linked into the daemon only (not into lib/ and its unit
  * tests, which would then need libnbd): weak, NULL where absent. */

@@ -154,12 +154,23 @@ host_config (struct backend *b, const char *name, char **argv, int argc,
   return 0;
 }
 
+/* --filter: see backend.h. */
+int (*backend_filter_hook) (struct backend *b, const char *name, char **argv,
+                            int argc, bool readonly);
+
 int
 backend_config (struct backend *b, const char *name, char **argv, int argc,
                 bool readonly)
 {
   struct backend_param params[BACKEND_MAX_PARAMS];
   int i;
+
+  if (backend_filter_hook) {     /* --filter: the chain over NAME */
+    int (*hook) (struct backend *, const char *, char **, int, bool)
+      = backend_filter_hook;
+    backend_filter_hook = NULL;
+    return hook (b, name, argv, argc, readonly);
+  }
 
   memset (b, 0, sizeof *b);
   if (argc > BACKEND_MAX_PARAMS) {

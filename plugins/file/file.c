@@ -190,7 +190,7 @@ file_block_size (void *h, uint32_t *min, uint32_t *pref, uint32_t *max)
 
   *min = d->direct ? 4096 : 1;
   *pref = 4096;
-  *max = 32 * 1024 * 1024;
+  *max = BACKEND_MAX_REQUEST;
 }
 
 /* Synchronous path. */
