@@ -50,21 +50,6 @@
 static const char *filter_names[MAX_FILTERS];
 static size_t nr_filter_names;
 
-static char *
-filter_path (const char *name)
-{
-  char *path;
-
-  if (strchr (name, '/'))
-    path = strdup (name);
-  else if (asprintf (&path, "%s/nbdkit-%s-filter.so", NBDKIT_FILTERDIR,
-                     name) == -1)
-    path = NULL;
-  if (!path)
-    fatal ("malloc: %m");
-  return path;
-}
-
 /* nbdkit's check of a filter: its API version and the exact version
  * string of the nbdkit it was built for, against the headers ubdkit was
  * built with; a name of letters, digits and '-'. */
@@ -104,7 +89,7 @@ load_filter (struct nbdkit_backend *l, const char *name)
   struct nbdkit_filter *(*init) (void);
   struct nbdkit_filter *f;
 
-  l->filename = filter_path (name);
+  l->filename = plughost_so_path (NBDKIT_FILTERDIR, name, "filter");
   l->dl = dlopen (l->filename, RTLD_NOW | RTLD_GLOBAL);
   if (!l->dl) {
     log_error ("nbdkit: cannot open filter: %s", dlerror ());

@@ -49,17 +49,14 @@
 
 /* Loading and configuration. */
 
-/* NAME is a short name (memory → PLUGINDIR/nbdkit-memory-plugin.so) or,
- * with a '/' in it, a path. */
-static char *
-plugin_path (const char *name)
+char *
+plughost_so_path (const char *dir, const char *name, const char *kind)
 {
   char *path;
 
   if (strchr (name, '/'))
     path = strdup (name);
-  else if (asprintf (&path, "%s/nbdkit-%s-plugin.so", NBDKIT_PLUGINDIR,
-                     name) == -1)
+  else if (asprintf (&path, "%s/nbdkit-%s-%s.so", dir, name, kind) == -1)
     path = NULL;
   if (!path)
     fatal ("malloc: %m");
@@ -93,7 +90,7 @@ plughost_load (struct plughost *h, const char *name)
   }
   if (plughost_check_exports () == -1)
     return -1;
-  h->filename = plugin_path (name);
+  h->filename = plughost_so_path (NBDKIT_PLUGINDIR, name, "plugin");
   h->dl = dlopen (h->filename, RTLD_NOW | RTLD_GLOBAL);
   if (!h->dl) {
     log_error ("nbdkit: cannot open plugin: %s", dlerror ());

@@ -93,6 +93,10 @@ bool plughost_exports_use_default (const struct nbdkit_exports *x);
  * (and links them in: the table references each one).  Returns 0, or -1
  * after logging the first missing one. */
 int plughost_check_exports (void);
+/* The file of an nbdkit KIND ("plugin", "filter") NAME: a short name
+ * (memory → DIR/nbdkit-memory-plugin.so) or, with a '/' in it, a path.
+ * Allocated; never NULL. */
+char *plughost_so_path (const char *dir, const char *name, const char *kind);
 
 /* Free the strings of nbdkit_*_intern: at unload, after the plugin's last
  * callback. */
