@@ -394,7 +394,7 @@ cmd_recover (int argc, char **argv)
   struct ubctl ctl;
   bool readonly = false;
   uint64_t id, v;
-  int n = 0, c, r;
+  int n = 0, first = 0, c, r;
   FILE *f;
 
   optind = 1;
@@ -460,7 +460,21 @@ cmd_recover (int argc, char **argv)
       readonly = params.basic.attrs & UBLK_ATTR_READ_ONLY;
     ubctl_close (&ctl);
   }
-  if (n == 0 || backend_config (&b, words[0], words + 1, n - 1, readonly) == -1)
+  /* A device served through nbdkit filters has them first in its record,
+   * as --filter=NAME words (plugins/nbdkit/filter.c): the chain comes back
+   * with the backend, or not at all. */
+  while (first < n && strncmp (words[first], "--filter=", 9) == 0) {
+#ifdef HAVE_NBDKIT
+    filter_chain_add (words[first++] + 9);
+#else
+    fprintf (stderr, "ubdkit recover: device %u was served through nbdkit "
+             "filters, and this ubdkit was built without nbdkit\n",
+             (unsigned) id);
+    return 1;
+#endif
+  }
+  if (first == n || backend_config (&b, words[first], words + first + 1,
+                                    n - first - 1, readonly) == -1)
     return 2;
   sc.recover_id = id;
   r = run_supervised (&sc, &b);

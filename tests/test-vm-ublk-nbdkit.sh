@@ -2,8 +2,9 @@
 # ublk devices over nbdkit plugins against the real kernel: ext4 on
 # nbdkit:memory (mkfs, files, fsck, remount, checksums, del) and
 # nbdkit:pattern read back whole and word by word; the test plugin
-# tests/nbdkit-peer-plugin.so gets cleanup and unload when the server exits.  Inner script:
-# tests/vm/ublk-nbdkit.sh.  The plugins are dlopened, so ldd of ubdkit does
+# tests/nbdkit-peer-plugin.so gets cleanup and unload when the server exits;
+# and the offset filter under a device, kept across an upgrade.  Inner scripts:
+# tests/vm/ublk-nbdkit.sh, tests/vm/ublk-filter.sh.  The plugins are dlopened, so ldd of ubdkit does
 # not list them: they are carried (with their libraries) at the path the
 # daemon was built to look in.
 source "${srcdir:-.}/functions.sh"
@@ -30,5 +31,6 @@ exec "$vm/vm-run" --timeout 600 --carry "$vm/lib.sh=/vmlib.sh" \
   --carry "$plugindir/nbdkit-memory-plugin.so" \
   --carry "$plugindir/nbdkit-pattern-plugin.so" \
   --carry "$builddir/nbdkit-peer-plugin.so=/peer-plugin.so" \
+  --carry "$(pkg-config --variable=filterdir nbdkit)/nbdkit-offset-filter.so" \
   --env VMLIB=/vmlib.sh --env PATTERN_SIZE=$size --env PATTERN_MD5=$sum \
-  "$vm/ublk-nbdkit.sh"
+  "$vm/ublk-nbdkit.sh" "$vm/ublk-filter.sh"
