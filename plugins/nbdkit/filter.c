@@ -251,20 +251,6 @@ chain_new (const char *name, bool readonly)
   return ch;
 }
 
-/* nbdkit's rule for "key=value": a letter, then letters, digits, '_',
- * '-' or '.'; anything else is a bare word. */
-static bool
-is_config_key (const char *s, size_t n)
-{
-  if (n == 0 || !((*s | 0x20) >= 'a' && (*s | 0x20) <= 'z'))
-    return false;
-  for (size_t i = 1; i < n; i++)
-    if (!strchr ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                 "0123456789_-.", s[i]))
-      return false;
-  return true;
-}
-
 /* Returns 0, -1 (a usage error) or -2 (a filter or plugin failed). */
 static int
 chain_configure (struct filterchain *ch, char **argv, int argc)
@@ -280,7 +266,7 @@ chain_configure (struct filterchain *ch, char **argv, int argc)
     char *copy = strdup (argv[i]), *eq;
     keep (ch, copy);
     eq = strchr (copy, '=');
-    if (eq && is_config_key (copy, eq - copy)) {
+    if (eq && plughost_is_config_key (copy, eq - copy)) {
       *eq = '\0';
       if (layer_config (&ch->layers[0], copy, eq + 1) == -1) {
         log_error ("nbdkit: filters: the filter chain rejected '%s'",

@@ -128,11 +128,8 @@ plughost_load (struct plughost *h, const char *name)
   return 0;
 }
 
-/* nbdkit's rule for "key=value": the key is a letter followed by letters,
- * digits, '_', '-' or '.'; anything else is a bare value (a path with an
- * '=' in it) for the magic config key. */
-static bool
-is_config_key (const char *s, size_t n)
+bool
+plughost_is_config_key (const char *s, size_t n)
 {
   if (n == 0 || !((*s | 0x20) >= 'a' && (*s | 0x20) <= 'z'))
     return false;
@@ -161,7 +158,7 @@ config_one (struct plughost *h, const char *arg, size_t index)
     return -1;
   }
   eq = strchr (copy, '=');
-  if (eq && is_config_key (copy, eq - copy)) {
+  if (eq && plughost_is_config_key (copy, eq - copy)) {
     *eq = '\0';
     r = h->p.config (copy, eq + 1);
   }

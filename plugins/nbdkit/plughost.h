@@ -97,6 +97,10 @@ int plughost_check_exports (void);
  * (memory → DIR/nbdkit-memory-plugin.so) or, with a '/' in it, a path.
  * Allocated; never NULL. */
 char *plughost_so_path (const char *dir, const char *name, const char *kind);
+/* nbdkit's rule for "key=value": the key (S, N bytes) is a letter followed
+ * by letters, digits, '_', '-' or '.'; anything else is a bare value (a
+ * path with an '=' in it) for the magic config key. */
+bool plughost_is_config_key (const char *s, size_t n);
 
 /* Free the strings of nbdkit_*_intern: at unload, after the plugin's last
  * callback. */
