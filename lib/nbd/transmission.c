@@ -565,7 +565,16 @@ static const struct {
   [NBDP_CMD_BLOCK_STATUS] = { BACKEND_OP_EXTENTS, NBDP_CMD_FLAG_REQ_ONE },
 };
 
-/* The counters' type of an NBD command (stats.h). */
+/* The counters' type of an NBD command (stats.h): the backend operation
+ * it maps to, the two enums being in the same order. */
+_Static_assert ((int) STATS_READ == (int) BACKEND_OP_READ &&
+                (int) STATS_WRITE == (int) BACKEND_OP_WRITE &&
+                (int) STATS_FLUSH == (int) BACKEND_OP_FLUSH &&
+                (int) STATS_TRIM == (int) BACKEND_OP_TRIM &&
+                (int) STATS_ZERO == (int) BACKEND_OP_ZERO &&
+                (int) STATS_CACHE == (int) BACKEND_OP_CACHE &&
+                (int) STATS_BLOCK_STATUS == (int) BACKEND_OP_EXTENTS,
+                "stats_op_of relies on STATS_* following BACKEND_OP_*");
 static unsigned
 stats_op_of (uint16_t type)
 {
