@@ -81,7 +81,8 @@ add_usage (void)
 "                         forward-progress protections (as for serve)\n"
 "  -v, --verbose          debug output\n"
 "      --log stderr|syslog|FILE  where log lines go (default: stderr in\n"
-"                         the foreground, syslog in the background)\n"
+"                         the foreground, only warnings and errors unless\n"
+"                         -v or the journal; syslog in the background)\n"
 "\n"
 "Backends: see 'ubdkit serve --help'.\n");
 }

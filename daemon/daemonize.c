@@ -16,6 +16,8 @@ static bool background;
 int
 daemonize_start (void)
 {
+  static const int carried[] = { SIGTERM, SIGINT, SIGHUP };
+  sigset_t pending;
   int p[2];
   pid_t pid;
   char msg[512];
@@ -23,6 +25,12 @@ daemonize_start (void)
 
   if (pipe2 (p, O_CLOEXEC) == -1)
     fatal ("pipe: %m");
+  /* A stop signal that came while starting (blocked since
+   * daemonize_signalfd, e.g. an nbdkit plugin's nbdkit_shutdown in
+   * get_ready) is the daemon's to act on, but a fork leaves the child
+   * nothing pending: send it again there. */
+  if (sigpending (&pending) == -1)
+    sigemptyset (&pending);
   pid = fork ();
   if (pid == -1)
     fatal ("fork: %m");
@@ -39,6 +47,9 @@ daemonize_start (void)
     _exit ((unsigned char) msg[0]);
   }
   close (p[0]);
+  for (size_t i = 0; i < sizeof carried / sizeof carried[0]; i++)
+    if (sigismember (&pending, carried[i]))
+      raise (carried[i]);
   setsid ();
   background = true;
   log_background ();

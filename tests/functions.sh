@@ -71,7 +71,8 @@ start_server () {
     _ss_sock=$(mktemp -u "$tmp/sock.XXXXXXXX")
     [ -e "$_ss_sock" ] || break
   done
-  "$UBDKIT" serve -U "$_ss_sock" "$@" &
+  # --log=stderr: the info lines too, for the test's log.
+  "$UBDKIT" serve --log=stderr -U "$_ss_sock" "$@" &
   _ss_pid=$!
   cleanup_fn "kill $_ss_pid 2>/dev/null; wait $_ss_pid 2>/dev/null"
   for (( _ss_i=0; _ss_i<200; _ss_i++ )); do

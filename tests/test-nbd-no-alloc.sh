@@ -39,7 +39,7 @@ start_counted () {
   local name=$1 sock="$tmp/$1.sock" pid i
   shift
   LD_PRELOAD="$counter" UBDKIT_ALLOC_LOG="$tmp/$name.alloc" \
-    UBDKIT_ALLOC_TRACE=20 "$UBDKIT" serve -U "$sock" "$@" \
+    UBDKIT_ALLOC_TRACE=20 "$UBDKIT" serve --log=stderr -U "$sock" "$@" \
     2> "$tmp/$name.log" &
   pid=$!
   cleanup_fn "kill $pid 2>/dev/null; wait $pid 2>/dev/null"

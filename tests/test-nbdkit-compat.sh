@@ -15,67 +15,8 @@
 #  - --dump-plugin prints what nbdkit --dump-plugin prints (diffed);
 #    nbdkit:PLUGIN --help the plugin's help, --version its version;
 #    --dump-config key=value lines;
-#  - -s: one client on stdin/stdout (libnbd's connect_command), 
-# 7. -s and --mask-handshake.
-cat > "$tmp/single.py" <<PY
-import nbd, subprocess, sys
-h = nbd.NBD()
-h.connect_command(["$UBDKIT", "serve", "-s", "nbdkit:memory", "size=2M"])
-assert h.get_size() == 2 * 1024 * 1024
-h.pwrite(b"single client", 4096)
-assert h.pread(13, 4096) == b"single client"
-h.shutdown()
-h2 = nbd.NBD()
-h2.connect_command(["$UBDKIT", "serve", "-s", "nbdkit:$plugin", "bare"])
-assert h2.pread(11, 0) == b"script=bare", h2.pread(20, 0)
-h2.shutdown()
-PY
-"$PYTHON" "$tmp/single.py" 2>"$tmp/err" || fail "-s with connect_command: $(cat "$tmp/err")"
-sleep 0.3
-pgrep -f "ubdkit serve -s nbdkit:memory size=2M" && fail "-s: ubdkit did not exit with its client"
-got=$($NBDSH -c "h.connect_command(['$UBDKIT', 'serve', '-s', 'memory', 'size=1M']); print(h.get_size())" 2>"$tmp/err") ||
-  fail "nbdsh -c connect_command -s: $(cat "$tmp/err")"
-[ "$got" = 1048576 ] || fail "-s over nbdsh: size $got"
-# Its exit status, and a clear error when stdin is not a socket.
-"$PYTHON" - "$UBDKIT" <<'PY' || fail "-s: ubdkit's exit status"
-import socket, subprocess, sys
-a, b = socket.socketpair()
-p = subprocess.Popen([sys.argv[1], "serve", "-s", "memory", "size=1M"],
-                     stdin=b, stdout=b, stderr=subprocess.DEVNULL)
-b.close()
-assert a.recv(18)[:16] == b"NBDMAGICIHAVEOPT"
-a.close()
-assert p.wait(20) == 0, p.returncode
-PY
-"$UBDKIT" serve -s memory size=1M </dev/null 2>"$tmp/err" && fail "-s with /dev/null accepted"
-grep -q "standard input and output must be one stream socket" "$tmp/err" ||
-  fail "-s without a socket: $(cat "$tmp/err")"
-"$UBDKIT" serve -s -U "$tmp/s" memory 2>"$tmp/err" && fail "-s with -U accepted"
-grep -q -- "-s (the client on standard input/output) does not go with" "$tmp/err" ||
-  fail "-s -U: $(cat "$tmp/err")"
-
-proto () { "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["protocol"])'; }
-for m in 0 1 2 3; do
-  got=$("$UBDKIT" serve -U "$tmp/sock" --mask-handshake $m memory size=1M \
-          --run 'nbdinfo --json "$uri"' 2>"$tmp/err" | proto) ||
-    fail "--mask-handshake $m: $(cat "$tmp/err")"
-  case $m in 0|2) want=newstyle ;; *) want=newstyle-fixed ;; esac
-  [ "$got" = "$want" ] || fail "--mask-handshake $m: protocol $got, not $want"
-done
-"$UBDKIT" serve -U "$tmp/sock" --mask-handshake 1 memory size=1M --run '
-  "$PYTHON" -c "
-import socket, struct, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
-hello = s.recv(18)
-assert struct.unpack(\">H\", hello[16:18])[0] == 1, hello
-s.sendall(struct.pack(\">I\", 3))   # NO_ZEROES was not offered
-assert s.recv(1) == b\"\", \"a client asking for a masked flag was served\"
-" "$unixsocket"' 2>"$tmp/err" || fail "--mask-handshake 1 on the wire: $(cat "$tmp/err")"
-grep -q "client flags 0x3 refused (not offered: 0x1)" "$tmp/err" ||
-  fail "--mask-handshake: no line for the refused client: $(cat "$tmp/err")"
-"$UBDKIT" serve -U "$tmp/sock" --mask-handshake x memory 2>"$tmp/err" &&
-  fail "--mask-handshake x accepted"
-exit 0
+#  - quiet in the foreground unless -v, --log or the journal asks;
+#  - -s: one client on stdin/stdout (libnbd's connect_command), exit
 #    when it leaves; --mask-handshake as nbdkit's (nbdinfo's protocol,
 #    the flags on the wire, a client asking for a masked flag refused).
 source "${srcdir:-.}/functions.sh"
@@ -116,9 +57,14 @@ rc=$?
 # as it does in the foreground.
 "$UBDKIT" serve --daemonize -P "$tmp/pid2" -U "$tmp/sock2" "nbdkit:$plugin" \
   shutdown=1 2>"$tmp/err" || fail "--daemonize with nbdkit_shutdown: $(cat "$tmp/err")"
-pid2=$(cat "$tmp/pid2")
-for i in $(seq 100); do kill -0 "$pid2" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$pid2" 2>/dev/null && { kill "$pid2"; fail "nbdkit_shutdown in get_ready: the daemon kept serving"; }
+# (The daemon removes its pidfile as it exits: it may be gone already.)
+for i in $(seq 100); do
+  pgrep -f "serve --daemonize -P $tmp/pid2" >/dev/null || break
+  sleep 0.1
+done
+pkill -f "serve --daemonize -P $tmp/pid2" &&
+  fail "nbdkit_shutdown in get_ready: the daemon kept serving"
+[ ! -e "$tmp/pid2" ] || fail "the daemon exited without removing its pidfile"
 
 # 3. -D PLUGIN.FLAG=N (FLAG's '.' is '_' in the variable's name).
 got=$(disk_text -D compat.foo.bar=42 "nbdkit:$plugin" script=s) ||
@@ -223,6 +169,66 @@ grep -q -- '--dump-plugin needs nbdkit:PLUGIN' "$tmp/err" || fail "--dump-plugin
   fail "--dump-plugin of a missing plugin succeeded"
 grep -q 'cannot open plugin' "$tmp/err" || fail "--dump-plugin missing: $(cat "$tmp/err")"
 
+# 7. -s and --mask-handshake.
+cat > "$tmp/single.py" <<PY
+import nbd, subprocess, sys
+h = nbd.NBD()
+h.connect_command(["$UBDKIT", "serve", "-s", "nbdkit:memory", "size=2M"])
+assert h.get_size() == 2 * 1024 * 1024
+h.pwrite(b"single client", 4096)
+assert h.pread(13, 4096) == b"single client"
+h.shutdown()
+h2 = nbd.NBD()
+h2.connect_command(["$UBDKIT", "serve", "-s", "nbdkit:$plugin", "bare"])
+assert h2.pread(11, 0) == b"script=bare", h2.pread(20, 0)
+h2.shutdown()
+PY
+"$PYTHON" "$tmp/single.py" 2>"$tmp/err" || fail "-s with connect_command: $(cat "$tmp/err")"
+sleep 0.3
+pgrep -f "ubdkit serve -s nbdkit:memory size=2M" && fail "-s: ubdkit did not exit with its client"
+got=$($NBDSH -c "h.connect_command(['$UBDKIT', 'serve', '-s', 'memory', 'size=1M']); print(h.get_size())" 2>"$tmp/err") ||
+  fail "nbdsh -c connect_command -s: $(cat "$tmp/err")"
+[ "$got" = 1048576 ] || fail "-s over nbdsh: size $got"
+# Its exit status, and a clear error when stdin is not a socket.
+"$PYTHON" - "$UBDKIT" <<'PY' || fail "-s: ubdkit's exit status"
+import socket, subprocess, sys
+a, b = socket.socketpair()
+p = subprocess.Popen([sys.argv[1], "serve", "-s", "memory", "size=1M"],
+                     stdin=b, stdout=b, stderr=subprocess.DEVNULL)
+b.close()
+assert a.recv(18)[:16] == b"NBDMAGICIHAVEOPT"
+a.close()
+assert p.wait(20) == 0, p.returncode
+PY
+"$UBDKIT" serve -s memory size=1M </dev/null 2>"$tmp/err" && fail "-s with /dev/null accepted"
+grep -q "standard input and output must be one stream socket" "$tmp/err" ||
+  fail "-s without a socket: $(cat "$tmp/err")"
+"$UBDKIT" serve -s -U "$tmp/s" memory 2>"$tmp/err" && fail "-s with -U accepted"
+grep -q -- "-s (the client on standard input/output) does not go with" "$tmp/err" ||
+  fail "-s -U: $(cat "$tmp/err")"
+
+proto () { "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["protocol"])'; }
+for m in 0 1 2 3; do
+  got=$("$UBDKIT" serve -U "$tmp/sock" --mask-handshake $m memory size=1M \
+          --run 'nbdinfo --json "$uri"' 2>"$tmp/err" | proto) ||
+    fail "--mask-handshake $m: $(cat "$tmp/err")"
+  case $m in 0|2) want=newstyle ;; *) want=newstyle-fixed ;; esac
+  [ "$got" = "$want" ] || fail "--mask-handshake $m: protocol $got, not $want"
+done
+"$UBDKIT" serve -U "$tmp/sock" --mask-handshake 1 memory size=1M --run '
+  "$PYTHON" -c "
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+hello = s.recv(18)
+assert struct.unpack(\">H\", hello[16:18])[0] == 1, hello
+s.sendall(struct.pack(\">I\", 3))   # NO_ZEROES was not offered
+assert s.recv(1) == b\"\", \"a client asking for a masked flag was served\"
+" "$unixsocket"' 2>"$tmp/err" || fail "--mask-handshake 1 on the wire: $(cat "$tmp/err")"
+grep -q "client flags 0x3 refused (not offered: 0x1)" "$tmp/err" ||
+  fail "--mask-handshake: no line for the refused client: $(cat "$tmp/err")"
+"$UBDKIT" serve -U "$tmp/sock" --mask-handshake x memory 2>"$tmp/err" &&
+  fail "--mask-handshake x accepted"
+
 # 8. A 64 MiB read and write through an nbdkit plugin, as nbdkit serves them
 # (the largest request is 64 MiB, streamed through the slot buffers).
 out=$("$UBDKIT" serve -U - --run '/usr/bin/python3 -c "
@@ -233,7 +239,30 @@ buf = os.urandom(64 << 20)
 h.pwrite(buf, 4096)
 assert h.pread(64 << 20, 4096) == buf
 print(\"ok\")
-"' nbdkit:memory size=80M 2>&1) || fail "64 MiB requests through nbdkit:memory: $out"
+"' nbdkit:memory size=80M 2>"$tmp/err") ||
+  fail "64 MiB requests through nbdkit:memory: $out $(cat "$tmp/err")"
 [ "$out" = ok ] || fail "64 MiB requests: $out"
+
+# 9. Quiet as nbdkit in the foreground: without -v or --log, stderr has
+# warnings and errors only (this machine may add io-flusher/oom warnings);
+# -v, --log=stderr, and systemd's journal on stderr (JOURNAL_STREAM naming
+# it) show the info lines.
+info_lines () { grep -v -e ': warning: ' -e ': error: ' "$1" | grep -c . || true; }
+"$UBDKIT" serve -U - --run true nbdkit:memory size=1M 2>"$tmp/q.err" ||
+  fail "quiet run: $(cat "$tmp/q.err")"
+[ "$(info_lines "$tmp/q.err")" = 0 ] || fail "info lines without -v: $(cat "$tmp/q.err")"
+for how in -v --log=stderr; do
+  "$UBDKIT" serve $how -U - --run true nbdkit:memory size=1M 2>"$tmp/q.err" ||
+    fail "$how: $(cat "$tmp/q.err")"
+  grep -q ': ready: ' "$tmp/q.err" || fail "$how: no ready line: $(cat "$tmp/q.err")"
+done
+: > "$tmp/q.err"
+js=$(stat -c '%d:%i' "$tmp/q.err")
+JOURNAL_STREAM=$js "$UBDKIT" serve -U - --run true memory size=1M 2>>"$tmp/q.err" ||
+  fail "JOURNAL_STREAM: $(cat "$tmp/q.err")"
+grep -q ': ready: ' "$tmp/q.err" || fail "stderr is the journal: no info lines: $(cat "$tmp/q.err")"
+JOURNAL_STREAM=1:1 "$UBDKIT" serve -U - --run true memory size=1M 2>"$tmp/q.err" ||
+  fail "JOURNAL_STREAM elsewhere: $(cat "$tmp/q.err")"
+[ "$(info_lines "$tmp/q.err")" = 0 ] || fail "JOURNAL_STREAM naming another file showed info lines: $(cat "$tmp/q.err")"
 
 exit 0

@@ -16,7 +16,7 @@ export tmp
 
 # The --run command starts just before the drop, so /proc is read after a
 # client was served: no client is accepted before the drop.
-$UBDKIT serve -U "$tmp/sock" -P "$tmp/pid" -u nobody -g nogroup --run '
+$UBDKIT serve --log=stderr -U "$tmp/sock" -P "$tmp/pid" -u nobody -g nogroup --run '
   $NBDSH -u "$uri" -c "
 buf = bytes(range(256)) * 64
 h.pwrite(buf, 4096)

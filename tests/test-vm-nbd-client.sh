@@ -19,7 +19,7 @@ ok () { echo "ok - $*"; }
 # /tmp/NAME.err; waits for its "ready:" line; the pid goes into $NAME.
 start () {
   _n=$1; shift
-  "$UBDKIT" serve "$@" 2>/tmp/$_n.err &
+  "$UBDKIT" serve --log=stderr "$@" 2>/tmp/$_n.err &
   eval "$_n=$!"
   for _i in $(seq 100); do
     grep -q 'ready:' /tmp/$_n.err && return 0

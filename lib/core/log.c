@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -284,6 +285,50 @@ emit (enum log_level lvl, const char *msg, int len)
   return r;
 }
 
+/* Is stderr systemd's journal (JOURNAL_STREAM names its device and inode)?
+ * Asked once; getenv and fstat allocate nothing. */
+static bool
+stderr_is_journal (void)
+{
+  static atomic_int known = -1;
+  int k = atomic_load (&known);
+
+  if (k == -1) {
+    const char *js = getenv ("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    char *end;
+
+    k = 0;
+    if (js && fstat (STDERR_FILENO, &st) == 0) {
+      errno = 0;
+      dev = strtoull (js, &end, 10);
+      if (errno == 0 && *end == ':') {
+        ino = strtoull (end + 1, &end, 10);
+        k = errno == 0 && *end == '\0' &&
+          dev == (unsigned long long) st.st_dev &&
+          ino == (unsigned long long) st.st_ino;
+      }
+    }
+    atomic_store (&known, k);
+  }
+  return k;
+}
+
+/* Info lines.  nbdkit says nothing in the foreground unless -v, and
+ * scripts written for it expect that, so lines of the default target in
+ * the foreground are warnings and errors only.  Info lines are shown
+ * wherever a log was asked for: an explicit --log (--log=stderr too), the
+ * background's syslog, systemd's journal on stderr, or -v. */
+static bool
+info_shown (void)
+{
+  if (log_quiet)
+    return false;
+  return target != LOG_TARGET_DEFAULT || log_debug_control ||
+    stderr_is_journal ();
+}
+
 static void
 log_vmsg (enum log_level lvl, const char *fmt, va_list ap)
 {
@@ -292,7 +337,7 @@ log_vmsg (enum log_level lvl, const char *fmt, va_list ap)
   unsigned lost;
   int n;
 
-  if (lvl == LOG_INFO && log_quiet)
+  if (lvl == LOG_INFO && !info_shown ())
     return;
   n = vsnprintf (msg, sizeof msg, fmt, ap);
   if (n < 0)
