@@ -505,13 +505,14 @@ ask_caps (struct filterconn *fc)
 static void filter_disconnect (void *cv);
 
 static void *
-filter_connect (void *hv, const char *export, bool readonly, int peer_fd)
+filter_connect (void *hv, const char *export, bool readonly, int peer_fd,
+                bool tls)
 {
   struct filterchain *ch = hv;
   struct filterconn *fc = calloc (1, sizeof *fc);
   uint32_t min = 0, pref = 0, max = 0;
 
-  (void) peer_fd;
+  (void) peer_fd; (void) tls;
   if (!fc)
     return NULL;
   fc->conn = true;
