@@ -209,6 +209,11 @@ struct backend_ops {
    * could not be queued (done is not called).  Ops it does not take
    * (returns -ENOSYS) go through the synchronous callbacks. */
   int (*submit) (void *h, struct io_uring *ring, struct backend_io *io);
+  /* Optional, for a backend with submit alone: the same backend with a
+   * blocking data path for callers on worker threads (the nbdkit filter
+   * host, which puts it in place of ops after config: it takes config's
+   * handle, and its open, connect and close are the ones then used). */
+  const struct backend_ops *blocking;
 
   /* Optional direct access, for backends whose storage is the data itself
    * (memory): describe [offset, offset+count) as at most MAX iovecs into

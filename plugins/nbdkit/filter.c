@@ -190,6 +190,10 @@ next_config_complete (nbdkit_backend *l)
     return r;
   }
   ch->inner_configured = true;
+  /* A backend with submit alone (nbd) has a blocking table for us: the
+   * filters call it on workers. */
+  if (ch->inner.ops->blocking)
+    ch->inner.ops = ch->inner.ops->blocking;
   if (ch->inner.ops->submit && !ch->inner.ops->pread) {
     log_error ("%s: this backend cannot be under a filter (it has no "
                "synchronous data path)", ch->bottom_name);
