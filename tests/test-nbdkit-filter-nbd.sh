@@ -33,7 +33,7 @@ truncate -s 16M "$tmp/disk.img"
 rsock=$tmp/remote.sock
 remote="nbd+unix:///?socket=$rsock"
 rpid=
-cleanup_fn 'kill -9 $rpid 2>/dev/null'
+cleanup_fn 'kill -9 $rpid 2>/dev/null; wait $rpid 2>/dev/null'
 
 start_remote () {
   rm -f "$rsock"
@@ -148,7 +148,7 @@ uri=nbd+unix:///?socket=$sock
 rw=randwrite
 bs=4k
 iodepth=8
-size=4m
+size=8m
 rate_iops=400
 verify=crc32c
 verify_fatal=1
