@@ -163,13 +163,15 @@ struct backend_ops {
    * returns the connection's handle, which get_size, get_caps, block_size
    * and the data callbacks then receive instead of H; or NULL after
    * logging (the client is refused).  EXPORT is the name the client asked
-   * for ("": the default), kept by the backend only until disconnect.
+   * for ("": the default), kept by the backend only until disconnect;
+   * TLS says whether the client negotiated TLS (NBD_OPT_STARTTLS).
    * disconnect releases the connection after its last request.  Both may
    * block: they run on worker threads (backend_connect_start).  Without
    * connect, get_size and get_caps are asked once, in backend_open; with
    * it, once per connection (the backend's own get_caps may still report
    * BACKEND_ONE_CONNECTION). */
-  void *(*connect) (void *h, const char *export, bool readonly, int peer_fd);
+  void *(*connect) (void *h, const char *export, bool readonly, int peer_fd,
+                    bool tls);
   void (*disconnect) (void *ch);
   /* Per-connection steps before connect (optional), on workers too; both
    * get the client's socket PEER_FD (-1: a ublk device has none).
@@ -207,6 +209,11 @@ struct backend_ops {
    * could not be queued (done is not called).  Ops it does not take
    * (returns -ENOSYS) go through the synchronous callbacks. */
   int (*submit) (void *h, struct io_uring *ring, struct backend_io *io);
+  /* Optional, for a backend with submit alone: the same backend with a
+   * blocking data path for callers on worker threads (the nbdkit filter
+   * host, which puts it in place of ops after config: it takes config's
+   * handle, and its open, connect and close are the ones then used). */
+  const struct backend_ops *blocking;
 
   /* Optional direct access, for backends whose storage is the data itself
    * (memory): describe [offset, offset+count) as at most MAX iovecs into
@@ -273,6 +280,7 @@ struct backend_conn {
   struct backend *b;            /* the backend connected to */
   const char *export;           /* kept, not copied, until connected */
   int peer_fd;                  /* the client's socket; -1: none (ublk) */
+  bool tls;                     /* the client negotiated TLS */
   bool connected;               /* view is valid; disconnect is due */
   bool busy;                    /* a job is under way */
   enum backend_job job;         /* the job under way (or last) */

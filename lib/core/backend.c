@@ -258,7 +258,7 @@ backend_conn_open (struct backend_conn *bc)
   v->nr_conns = 0;
   v->wait_head = v->wait_tail = NULL;
   v->h = bc->b->ops->connect (bc->b->h, bc->export, bc->b->readonly,
-                             bc->peer_fd);
+                             bc->peer_fd, bc->tls);
   if (!v->h)
     return -EIO;
   backend_ask (v);

@@ -287,6 +287,7 @@ backend_connect (struct backend_conn *bc, struct backend *b,
                  const char *export)
 {
   bc->peer_fd = -1;
+  bc->tls = false;
   if (backend_preconnect_start (bc, b, NULL, NULL) == 1 &&
       wait_sync (bc) < 0) {
     log_error ("%s: the backend refused the connection (preconnect)",

@@ -434,6 +434,7 @@ established (struct conn *c)
   t->s = NULL;
   /* The spec: after STARTTLS the negotiation starts over. */
   c->tls_up = true;
+  c->bconn.tls = true;          /* what backends are told at connect */
   c->structured = c->extended = c->meta_base_alloc = false;
   c->meta_export = NULL;
   c->rwant = 0;

@@ -46,7 +46,7 @@ piece (const struct remote *r, const struct backend_io *io)
 
   if (io->op == BACKEND_OP_FLUSH || io->op == BACKEND_OP_EXTENTS)
     return left;
-  return left < r->max_request ? left : r->max_request;
+  return left < r->info.max_request ? left : r->info.max_request;
 }
 
 static int
@@ -61,23 +61,6 @@ on_complete (void *user_data, int *error)
     list_push (&ln->done, io);
   }
   return 1;                     /* retire the command */
-}
-
-static int
-on_extents (void *user_data, const char *context, uint64_t offset,
-            uint32_t *entries, size_t n, int *error)
-{
-  struct backend_io *io = user_data;
-
-  if (strcmp (context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
-    return 0;
-  for (size_t i = 0; i + 1 < n; i += 2) {
-    if (backend_extents_add (io->ext, offset, entries[i], entries[i + 1] &
-                             (BACKEND_EXTENT_HOLE | BACKEND_EXTENT_ZERO)))
-      break;
-    offset += entries[i];
-  }
-  return 0;
 }
 
 static int64_t
@@ -107,7 +90,8 @@ send_command (struct nbd_handle *nbd, struct backend_io *io, uint32_t n)
     return nbd_aio_cache (nbd, n, off, cb, 0);
   case BACKEND_OP_EXTENTS:
     return nbd_aio_block_status (nbd, n, off, (nbd_extent_callback) {
-                                   .callback = on_extents, .user_data = io },
+                                   .callback = remote_on_extents,
+                                   .user_data = io->ext },
                                  cb, (io->flags & BACKEND_FLAG_REQ_ONE)
                                  ? LIBNBD_CMD_FLAG_REQ_ONE : 0);
   }
@@ -324,9 +308,10 @@ lane_connected (struct lane *ln)
 {
   int64_t size = nbd_get_size (ln->nbd);
 
-  if (size != (int64_t) ln->r->size) {
+  if (size != (int64_t) ln->r->info.size) {
     log_error ("nbd: %s: the export now has %" PRId64 " bytes instead of "
-               "%" PRIu64 ": not using it", ln->r->uri, size, ln->r->size);
+               "%" PRIu64 ": not using it", ln->r->uri, size,
+               ln->r->info.size);
     ln->state = LANE_LOST;      /* lane_kick closes it and retries */
     return;
   }

@@ -116,6 +116,23 @@ remote_config (const struct backend_param *p, size_t n, bool readonly)
   return NULL;
 }
 
+int
+remote_on_extents (void *user_data, const char *context, uint64_t offset,
+                   uint32_t *entries, size_t n, int *error)
+{
+  struct backend_extents *e = user_data;
+
+  if (strcmp (context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+    return 0;
+  for (size_t i = 0; i + 1 < n; i += 2) {
+    if (backend_extents_add (e, offset, entries[i], entries[i + 1] &
+                             (BACKEND_EXTENT_HOLE | BACKEND_EXTENT_ZERO)))
+      break;
+    offset += entries[i];
+  }
+  return 0;
+}
+
 /* Opening: connect every lane now, so a bad URI fails at start-up. */
 
 struct nbd_handle *
@@ -132,7 +149,7 @@ remote_handle_new (void)
   return nbd;
 }
 
-static struct nbd_handle *
+struct nbd_handle *
 remote_connect (const struct remote *r)
 {
   struct nbd_handle *nbd = remote_handle_new ();
@@ -158,8 +175,9 @@ block_size (struct nbd_handle *nbd, int which, uint32_t dflt)
 }
 
 /* Mirror the remote's capabilities and block sizes. */
-static int
-remote_learn (struct remote *r, struct nbd_handle *nbd)
+int
+remote_learn (const struct remote *r, struct nbd_handle *nbd,
+              struct remote_info *info)
 {
   static const struct { int (*fn) (struct nbd_handle *); uint32_t cap; } q[] = {
     { nbd_can_flush, BACKEND_CAN_FLUSH },
@@ -177,19 +195,21 @@ remote_learn (struct remote *r, struct nbd_handle *nbd)
     log_error ("nbd: %s: %s", r->uri, nbd_get_error ());
     return -1;
   }
-  r->size = size;
+  info->size = size;
+  info->caps = 0;
   for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
     if (q[i].fn (nbd) == 1)
-      r->caps |= q[i].cap;
+      info->caps |= q[i].cap;
   if (nbd_can_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1)
-    r->caps |= BACKEND_CAN_EXTENTS;
+    info->caps |= BACKEND_CAN_EXTENTS;
   if (nbd_is_read_only (nbd) != 1 && !r->readonly)
-    r->caps |= BACKEND_CAN_WRITE;
-  r->min_block = block_size (nbd, LIBNBD_SIZE_MINIMUM, 1);
-  r->pref_block = block_size (nbd, LIBNBD_SIZE_PREFERRED, 4096);
-  r->max_request = block_size (nbd, LIBNBD_SIZE_MAXIMUM, DEFAULT_MAX_BLOCK);
-  r->max_block = r->max_request < DEFAULT_MAX_BLOCK ? r->max_request
-                                                    : DEFAULT_MAX_BLOCK;
+    info->caps |= BACKEND_CAN_WRITE;
+  info->min_block = block_size (nbd, LIBNBD_SIZE_MINIMUM, 1);
+  info->pref_block = block_size (nbd, LIBNBD_SIZE_PREFERRED, 4096);
+  info->max_request = block_size (nbd, LIBNBD_SIZE_MAXIMUM,
+                                  DEFAULT_MAX_BLOCK);
+  info->max_block = info->max_request < DEFAULT_MAX_BLOCK
+                    ? info->max_request : DEFAULT_MAX_BLOCK;
   return 0;
 }
 
@@ -205,20 +225,21 @@ remote_open (void *h)
     if (!(ln->nbd = remote_connect (r)))
       return -1;
     lane_init (ln, r);
-    if (i == 0 && remote_learn (r, ln->nbd) == -1)
+    if (i == 0 && remote_learn (r, ln->nbd, &r->info) == -1)
       return -1;
-    if (i == 0 && r->nlanes > 1 && !(r->caps & BACKEND_CAN_MULTI_CONN)) {
+    if (i == 0 && r->nlanes > 1 &&
+        !(r->info.caps & BACKEND_CAN_MULTI_CONN)) {
       log_info ("nbd: %s does not allow multi-conn: using one connection "
                 "instead of %u", r->uri, r->nlanes);
       r->nlanes = 1;
     }
   }
   log_debug ("nbd: %s: %" PRIu64 " bytes, caps 0x%x, %u connection(s)",
-             r->uri, r->size, r->caps, r->nlanes);
+             r->uri, r->info.size, r->info.caps, r->nlanes);
   return 0;
 }
 
-static void
+void
 remote_close (void *h)
 {
   struct remote *r = h;
@@ -234,17 +255,26 @@ remote_close (void *h)
   free (r);
 }
 
-static uint64_t remote_get_size (void *h) { return ((struct remote *) h)->size; }
-static uint32_t remote_get_caps (void *h) { return ((struct remote *) h)->caps; }
+static uint64_t
+remote_get_size (void *h)
+{
+  return ((struct remote *) h)->info.size;
+}
+
+static uint32_t
+remote_get_caps (void *h)
+{
+  return ((struct remote *) h)->info.caps;
+}
 
 static void
 remote_block_size (void *h, uint32_t *min, uint32_t *pref, uint32_t *max)
 {
   struct remote *r = h;
 
-  *min = r->min_block;
-  *pref = r->pref_block;
-  *max = r->max_block;
+  *min = r->info.min_block;
+  *pref = r->info.pref_block;
+  *max = r->info.max_block;
 }
 
 /* Synchronous flush, for the flush at exit: the loops have stopped, so the
@@ -361,4 +391,5 @@ const struct backend_ops remote_backend_ops = {
   .block_size = remote_block_size,
   .flush = remote_flush,
   .submit = remote_submit,
+  .blocking = &remote_blocking_ops,
 };

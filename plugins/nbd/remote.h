@@ -1,5 +1,6 @@
-/* Internal to plugins/nbd: the backend handle (nbd.c) and its connections
- * ("lanes", lane.c).  See nbd.c for the design. */
+/* Internal to plugins/nbd: the backend handle (nbd.c), its connections
+ * ("lanes", lane.c), and its blocking table for the nbdkit filter host
+ * (blocking.c).  See nbd.c and blocking.c for the designs. */
 #ifndef UBDKIT_PLUGINS_NBD_REMOTE_H
 #define UBDKIT_PLUGINS_NBD_REMOTE_H
 
@@ -29,6 +30,13 @@ struct io_list {
 
 struct remote;
 
+/* What a remote export advertised (remote_learn). */
+struct remote_info {
+  uint64_t size;
+  uint32_t caps, min_block, pref_block, max_block;
+  uint32_t max_request;            /* the remote's maximum: pieces */
+};
+
 struct lane {
   struct remote *r;
   struct nbd_handle *nbd;
@@ -52,13 +60,14 @@ struct lane {
 };
 
 struct remote {
+  bool conn;                       /* false: tells it from a remote_ctx */
   char *uri;
   unsigned nlanes, retry;
   double retry_delay;
   bool readonly;
-  uint64_t size;
-  uint32_t caps, min_block, pref_block, max_block, max_request;
+  struct remote_info info;
   struct lane lanes[MAX_LANES];
+  _Atomic uint64_t ctx_reconnects; /* blocking.c's, over all contexts */
   /* Which lane each thread uses: appended under lock, read without. */
   pthread_mutex_t lock;
   unsigned nclaimed;
@@ -67,6 +76,21 @@ struct remote {
 };
 
 
+extern const struct backend_ops remote_blocking_ops;
+
+/* The backend's close (both tables): R and whatever its lanes hold. */
+void remote_close (void *h);
+/* A handle connected to R's URI, or NULL after logging. */
+struct nbd_handle *remote_connect (const struct remote *r);
+/* What the remote behind NBD advertises, into *INFO (R: its URI for
+ * messages, readonly=).  0, or -1 after logging. */
+int remote_learn (const struct remote *r, struct nbd_handle *nbd,
+                  struct remote_info *info);
+/* libnbd's extent callback: base:allocation entries appended to
+ * USER_DATA, a struct backend_extents, until it is full. */
+int remote_on_extents (void *user_data, const char *context,
+                       uint64_t offset, uint32_t *entries, size_t n,
+                       int *error);
 /* Set up lane LN of R around its connected handle ln->nbd. */
 void lane_init (struct lane *ln, struct remote *r);
 /* A libnbd handle set up for the remote: NULL (see nbd_get_error) or a

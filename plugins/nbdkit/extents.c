@@ -233,7 +233,10 @@ nbdkit_use_default_export (struct nbdkit_exports *x)
 }
 
 bool
-plughost_exports_use_default (const struct nbdkit_exports *x)
+plughost_exports_take_default (struct nbdkit_exports *x)
 {
-  return x->use_default;
+  bool r = x->use_default;
+
+  x->use_default = false;
+  return r;
 }

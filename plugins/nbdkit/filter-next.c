@@ -185,16 +185,22 @@ filter_next_block_size (struct nbdkit_context *c, uint32_t *min,
   return filter_next_block_size (c->next, min, pref, max);
 }
 
+/* At the bottom, what a plugin's export_description said at connect. */
+const char *
+filter_next_export_description (struct nbdkit_context *c)
+{
+  if (is_bottom (c))
+    return c->view->ops->conn_description
+           ? c->view->ops->conn_description (c->view->h) : NULL;
+  if (c->b->f.export_description)
+    return c->b->f.export_description (N (c->next), c->handle);
+  return filter_next_export_description (c->next);
+}
+
 static const char *
 next_export_description (nbdkit_next *n)
 {
-  struct nbdkit_context *c = C (n);
-
-  if (is_bottom (c))
-    return NULL;
-  if (c->b->f.export_description)
-    return c->b->f.export_description (N (c->next), c->handle);
-  return next_export_description (N (c->next));
+  return filter_next_export_description (C (n));
 }
 
 /* The ubdkit request check, at the bottom: a filter asking outside the
@@ -456,10 +462,13 @@ next_open (nbdkit_context *c, int readonly, const char *export)
   return c->next ? 0 : -1;
 }
 
+/* The bottom's connection has the client's socket and TLS, from the
+ * thread's connection (a reopen's too, as nbdkit's thread-local one). */
 static int
 bottom_open (struct nbdkit_context *c)
 {
   struct backend *inner = &c->b->chain->inner;
+  const struct plughost_thread_conn *t = plughost_conn_get ();
 
   if (!inner->ops->connect) {
     c->view = inner;            /* one handle serves every connection */
@@ -467,7 +476,8 @@ bottom_open (struct nbdkit_context *c)
   }
   c->bc.b = inner;
   c->bc.export = c->export;
-  c->bc.peer_fd = -1;
+  c->bc.peer_fd = t->peer_fd == PLUGHOST_NO_PEER ? -1 : t->peer_fd;
+  c->bc.tls = t->tls;
   if (backend_conn_open (&c->bc) < 0)
     return -1;
   c->bc.connected = true;
@@ -480,9 +490,20 @@ bottom_open (struct nbdkit_context *c)
 struct nbdkit_context *
 filter_ctx_open (struct nbdkit_backend *b, bool readonly, const char *export)
 {
-  struct nbdkit_context *c = calloc (1, sizeof *c);
+  bool tls = plughost_conn_get ()->tls;
+  struct nbdkit_context *c;
 
-  if (!c || !(c->export = strdup (export ? export : ""))) {
+  /* As nbdkit's backend_open: a filter opens the canonical name of "",
+   * its layer's default export. */
+  if (!export)
+    export = "";
+  if (!*export && b->i < b->chain->nf &&
+      !(export = filter_default_export (b, readonly, tls))) {
+    nbdkit_error ("default export (\"\") not permitted");
+    return NULL;
+  }
+  c = calloc (1, sizeof *c);
+  if (!c || !(c->export = strdup (export))) {
     free (c);
     nbdkit_error ("malloc: %m");
     return NULL;
@@ -501,7 +522,7 @@ filter_ctx_open (struct nbdkit_backend *b, bool readonly, const char *export)
     return c;
   }
   if (b->f.open)
-    c->handle = b->f.open (next_open, c, readonly, c->export, 0);
+    c->handle = b->f.open (next_open, c, readonly, c->export, tls);
   else
     c->handle = next_open (c, readonly, c->export) == -1
                 ? NULL : NBDKIT_HANDLE_NOT_NEEDED;

@@ -18,14 +18,8 @@
  * get_ready: ubdkit's backends configure in one step); the thread model
  * is the minimum over the chain; get_ready and after_fork run inner
  * first; cleanup outer first; unload inner first, after the bottom
- * closed.  Bare words (no key=) go to the bottom unchanged.
- *
- * Per connection (on a worker thread): the filters' open outer-first,
- * each opening its next layer with next_open, then prepare inner-first;
- * size, block sizes and capabilities asked once through the outermost
- * context; finalize and close outer-first at disconnect.  Requests go to
- * the outermost filter under the chain's thread model lock
- * (filter-next.c carries them down).
+ * closed.  Bare words (no key=) go to the bottom unchanged.  Per
+ * connection: filter-conn.c.
  */
 #include <config.h>
 
@@ -196,6 +190,10 @@ next_config_complete (nbdkit_backend *l)
     return r;
   }
   ch->inner_configured = true;
+  /* A backend with submit alone (nbd) has a blocking table for us: the
+   * filters call it on workers. */
+  if (ch->inner.ops->blocking)
+    ch->inner.ops = ch->inner.ops->blocking;
   if (ch->inner.ops->submit && !ch->inner.ops->pread) {
     log_error ("%s: this backend cannot be under a filter (it has no "
                "synchronous data path)", ch->bottom_name);
@@ -228,7 +226,6 @@ chain_thread_model (struct filterchain *ch)
   return 0;
 }
 
-static void filter_close (void *hv);
 
 static void *
 chain_new (const char *name, bool readonly)
@@ -310,6 +307,9 @@ filter_config (struct backend *b, const char *name, char **argv, int argc,
   r = chain_configure (ch, argv, argc);
   if (r < 0)
     return r;
+  ch->listing = filter_chain_lists (ch);
+  if (ch->listing)
+    b->ops = &filter_listing_ops;
   /* "--filter=A --filter=B name arg ..." for logs and `list`. */
   for (size_t i = 0; i < ch->nf; i++)
     len += strlen (filter_names[i]) + 10;
@@ -339,7 +339,7 @@ filter_chain_add (const char *name)
 
 /* The backend. */
 
-static int
+int
 filter_open (void *hv)
 {
   struct filterchain *ch = hv;
@@ -357,7 +357,7 @@ filter_open (void *hv)
   return 0;
 }
 
-static void
+void
 filter_forget (void *hv)
 {
   struct filterchain *ch = hv;
@@ -365,7 +365,7 @@ filter_forget (void *hv)
   ch->forgotten = true;
 }
 
-static void
+void
 filter_close (void *hv)
 {
   struct filterchain *ch = hv;
@@ -402,304 +402,3 @@ filter_close (void *hv)
   pthread_mutex_destroy (&ch->lock);
   free (ch);
 }
-
-static pthread_mutex_t *
-lock_of (struct filterconn *fc)
-{
-  if (fc->ch->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
-    return &fc->ch->lock;
-  if (fc->ch->model == NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS)
-    return &fc->lock;
-  return NULL;
-}
-
-static void
-enter (struct filterconn *fc)
-{
-  pthread_mutex_t *m = lock_of (fc);
-
-  if (m)
-    pthread_mutex_lock (m);
-}
-
-static int
-leave (struct filterconn *fc, int r, int err)
-{
-  pthread_mutex_t *m = lock_of (fc);
-
-  if (m)
-    pthread_mutex_unlock (m);
-  return r == -1 ? -(err > 0 ? err : EIO) : 0;
-}
-
-static int
-preconnect_chain (struct filterchain *ch, nbdkit_backend *l, int readonly);
-
-static int
-next_preconnect (nbdkit_backend *l, int readonly)
-{
-  return preconnect_chain (l->chain, l, readonly);
-}
-
-static int
-preconnect_chain (struct filterchain *ch, nbdkit_backend *l, int readonly)
-{
-  if (l->i == ch->nf) {
-    struct backend *in = &ch->inner;
-    return in->ops->preconnect
-           ? in->ops->preconnect (in->h, -1, readonly) : 0;
-  }
-  if (l->f.preconnect)
-    return l->f.preconnect (next_preconnect, l + 1, readonly);
-  return next_preconnect (l + 1, readonly);
-}
-
-static int
-filter_preconnect (void *hv, int peer_fd, bool readonly)
-{
-  struct filterchain *ch = hv;
-
-  (void) peer_fd;
-  if (preconnect_chain (ch, &ch->layers[0], readonly || ch->readonly) == -1) {
-    log_error ("nbdkit: filters: preconnect refused the client");
-    return -1;
-  }
-  return 0;
-}
-
-/* The capabilities the client sees, from the outermost context, as
- * nbdkit's handshake turns the can_* answers into NBD flags. */
-static int
-ask_caps (struct filterconn *fc)
-{
-  static const struct { enum filter_can w; uint32_t bit; int min; } map[] = {
-    { FCAN_WRITE, BACKEND_CAN_WRITE, 1 },
-    { FCAN_FLUSH, BACKEND_CAN_FLUSH, 1 },
-    { FCAN_TRIM, BACKEND_CAN_TRIM, 1 },
-    { FCAN_ZERO, BACKEND_CAN_ZERO, NBDKIT_ZERO_EMULATE },
-    { FCAN_FAST_ZERO, BACKEND_CAN_FAST_ZERO, 1 },
-    { FCAN_FUA, BACKEND_CAN_FUA, NBDKIT_FUA_EMULATE },
-    { FCAN_MULTI_CONN, BACKEND_CAN_MULTI_CONN, 1 },
-    { FCAN_CACHE, BACKEND_CAN_CACHE, NBDKIT_CACHE_EMULATE },
-    { FCAN_ROTATIONAL, BACKEND_IS_ROTATIONAL, 1 },
-  };
-
-  /* Block status always works, as in nbdkit: a chain without extents
-   * answers "all data" (filter-next.c). */
-  fc->caps = BACKEND_CAN_EXTENTS;
-  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-    int r = filter_next_can (fc->top, map[i].w);
-    if (r == -1) {
-      log_error ("nbdkit: filters: a can_* query failed");
-      return -1;
-    }
-    if (r >= map[i].min)
-      fc->caps |= map[i].bit;
-  }
-  /* As nbdkit's handshake: connections one at a time are no multi-conn. */
-  if (fc->ch->model <= NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS)
-    fc->caps &= ~BACKEND_CAN_MULTI_CONN;
-  return 0;
-}
-
-static void filter_disconnect (void *cv);
-
-static void *
-filter_connect (void *hv, const char *export, bool readonly, int peer_fd)
-{
-  struct filterchain *ch = hv;
-  struct filterconn *fc = calloc (1, sizeof *fc);
-  uint32_t min = 0, pref = 0, max = 0;
-
-  (void) peer_fd;
-  if (!fc)
-    return NULL;
-  fc->conn = true;
-  fc->ch = ch;
-  pthread_mutex_init (&fc->lock, NULL);
-  enter (fc);
-  fc->top = filter_ctx_open (&ch->layers[0], readonly || ch->readonly,
-                             export);
-  if (!fc->top || filter_ctx_prepare (fc->top) == -1)
-    goto fail;
-  fc->size = filter_next_get_size (fc->top);
-  if (fc->size < 0) {
-    log_error ("nbdkit: filters: get_size failed");
-    goto fail;
-  }
-  if (ask_caps (fc) == -1 ||
-      filter_next_block_size (fc->top, &min, &pref, &max) == -1)
-    goto fail;
-  fc->min_block = min ? min : 1;
-  fc->pref_block = pref ? pref : 4096;
-  fc->max_block = max && max < BACKEND_MAX_REQUEST ? max : BACKEND_MAX_REQUEST;
-  leave (fc, 0, 0);
-  return fc;
-
- fail:
-  leave (fc, 0, 0);
-  filter_disconnect (fc);
-  return NULL;
-}
-
-static void
-filter_disconnect (void *cv)
-{
-  struct filterconn *fc = cv;
-
-  if (fc->top) {
-    enter (fc);
-    filter_ctx_finalize (fc->top);
-    filter_ctx_close (fc->top);
-    leave (fc, 0, 0);
-  }
-  pthread_mutex_destroy (&fc->lock);
-  free (fc);
-}
-
-static uint64_t
-filter_get_size (void *hv)
-{
-  return *(bool *) hv ? (uint64_t) ((struct filterconn *) hv)->size : 0;
-}
-
-static uint32_t
-filter_get_caps (void *hv)
-{
-  if (*(bool *) hv)
-    return ((struct filterconn *) hv)->caps;
-  return ((struct filterchain *) hv)->model
-         == NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS
-         ? BACKEND_ONE_CONNECTION : 0;
-}
-
-static void
-filter_block_size (void *hv, uint32_t *min, uint32_t *pref, uint32_t *max)
-{
-  struct filterconn *fc = hv;
-
-  *min = fc->min_block;
-  *pref = fc->pref_block;
-  *max = fc->max_block;
-}
-
-static uint32_t
-nbd_flags (uint32_t flags)
-{
-  return ((flags & BACKEND_FLAG_FUA) ? NBDKIT_FLAG_FUA : 0) |
-         ((flags & BACKEND_FLAG_MAY_TRIM) ? NBDKIT_FLAG_MAY_TRIM : 0) |
-         ((flags & BACKEND_FLAG_FAST) ? NBDKIT_FLAG_FAST_ZERO : 0) |
-         ((flags & BACKEND_FLAG_REQ_ONE) ? NBDKIT_FLAG_REQ_ONE : 0);
-}
-
-#define TOP(fc) (N ((fc)->top))
-
-static int
-filter_io_pread (void *h, void *buf, uint32_t count, uint64_t offset)
-{
-  struct filterconn *fc = h;
-  int err = 0, r;
-
-  enter (fc);
-  r = TOP (fc)->pread (TOP (fc), buf, count, offset, 0, &err);
-  return leave (fc, r, err);
-}
-
-static int
-filter_io_pwrite (void *h, const void *buf, uint32_t count, uint64_t offset,
-                  uint32_t flags)
-{
-  struct filterconn *fc = h;
-  int err = 0, r;
-
-  enter (fc);
-  r = TOP (fc)->pwrite (TOP (fc), buf, count, offset, nbd_flags (flags),
-                        &err);
-  return leave (fc, r, err);
-}
-
-static int
-filter_io_flush (void *h)
-{
-  struct filterconn *fc = h;
-  int err = 0, r;
-
-  enter (fc);
-  r = TOP (fc)->flush (TOP (fc), 0, &err);
-  return leave (fc, r, err);
-}
-
-static int
-filter_io_trim (void *h, uint32_t count, uint64_t offset, uint32_t flags)
-{
-  struct filterconn *fc = h;
-  int err = 0, r;
-
-  enter (fc);
-  r = TOP (fc)->trim (TOP (fc), count, offset, nbd_flags (flags), &err);
-  return leave (fc, r, err);
-}
-
-static int
-filter_io_zero (void *h, uint32_t count, uint64_t offset, uint32_t flags)
-{
-  struct filterconn *fc = h;
-  int err = 0, r;
-
-  enter (fc);
-  r = TOP (fc)->zero (TOP (fc), count, offset, nbd_flags (flags), &err);
-  return leave (fc, r, err);
-}
-
-static int
-filter_io_cache (void *h, uint32_t count, uint64_t offset)
-{
-  struct filterconn *fc = h;
-  int err = 0, r;
-
-  enter (fc);
-  r = TOP (fc)->cache (TOP (fc), count, offset, 0, &err);
-  return leave (fc, r, err);
-}
-
-static int
-filter_io_extents (void *h, uint32_t count, uint64_t offset, uint32_t flags,
-                   struct backend_extents *e)
-{
-  struct filterconn *fc = h;
-  struct nbdkit_extents x;
-  int err = 0, r;
-
-  plughost_extents_wrap (&x, e);
-  enter (fc);
-  r = TOP (fc)->extents (TOP (fc), count, offset, nbd_flags (flags), &x,
-                         &err);
-  if (r == 0 && e->n == 0) {
-    nbdkit_error ("extents: filter must return at least one extent");
-    r = -1;
-    err = EINVAL;
-  }
-  return leave (fc, r, err);
-}
-
-const struct backend_ops filter_backend_ops = {
-  .name = "filter",
-  .synopsis = "--filter=NAME BACKEND ...  an nbdkit filter chain",
-  .config = NULL,               /* only through backend_filter_hook */
-  .open = filter_open,
-  .close = filter_close,
-  .forget = filter_forget,
-  .connect = filter_connect,
-  .disconnect = filter_disconnect,
-  .preconnect = filter_preconnect,
-  .get_size = filter_get_size,
-  .get_caps = filter_get_caps,
-  .block_size = filter_block_size,
-  .pread = filter_io_pread,
-  .pwrite = filter_io_pwrite,
-  .flush = filter_io_flush,
-  .trim = filter_io_trim,
-  .zero = filter_io_zero,
-  .cache = filter_io_cache,
-  .extents = filter_io_extents,
-};

@@ -2,11 +2,19 @@
  *
  * filter.c loads the filters and runs the chain's life (config chain,
  * config_complete, thread model, get_ready, after_fork, cleanup, unload)
- * and is the ubdkit backend that serves the outermost filter;
- * filter-next.c is the per-connection object model: one context per layer
- * (nbdkit_next), opened outer-first by each filter's next_open, and the
- * next_ops every filter calls, down to the bottom layer, which is any
- * ubdkit backend (an nbdkit plugin through plughost, or a native one).
+ * of the ubdkit backend that serves the outermost filter, whose
+ * per-connection side (and tables) is filter-conn.c; filter-next.c is the
+ * per-connection object model: one context per layer (nbdkit_next),
+ * opened outer-first by each filter's next_open, and the next_ops every
+ * filter calls, down to the bottom layer, which is any
+ * ubdkit backend (an nbdkit plugin through plughost, or a native one);
+ * filter-exports.c is the chain's list_exports and default_export.
+ *
+ * Every filter call for a connection runs inside that connection's
+ * thread state (plughost_conn_push: its socket, TLS, export name), so
+ * nbdkit_is_tls, nbdkit_peer_* and nbdkit_export_name answer there as in
+ * plugin calls, and nbdkit_next_context_open (retry's reopen) gives the
+ * bottom the same socket and TLS.
  */
 #ifndef UBDKIT_FILTER_H
 #define UBDKIT_FILTER_H
@@ -41,6 +49,9 @@ struct filterchain {
   size_t nr_words;
   struct backend inner;         /* the bottom, once configured */
   bool readonly, inner_configured, inner_opened, forgotten;
+  /* A layer has list_exports or default_export, or the bottom lists
+   * names: the chain answers NBD_OPT_LIST and names "" itself. */
+  bool listing;
   int model;                    /* NBDKIT_THREAD_MODEL_*, over the chain */
   pthread_mutex_t lock;         /* SERIALIZE_CONNECTIONS, _ALL_REQUESTS */
 };
@@ -76,6 +87,11 @@ struct filterconn {
   struct filterchain *ch;
   struct nbdkit_context *top;
   pthread_mutex_t lock;         /* SERIALIZE_REQUESTS */
+  int peer_fd;                  /* the client's socket; -1: none (ublk) */
+  bool tls;
+  char *name;                   /* the outermost layer's export name */
+  char *bottom_name;            /* what reached the bottom (export_name) */
+  char *description;            /* the outermost export_description */
   int64_t size;
   uint32_t caps;
   uint32_t min_block, pref_block, max_block;
@@ -95,6 +111,26 @@ int64_t filter_next_get_size (struct nbdkit_context *c);
 int filter_next_can (struct nbdkit_context *c, enum filter_can which);
 int filter_next_block_size (struct nbdkit_context *c, uint32_t *min,
                             uint32_t *pref, uint32_t *max);
+const char *filter_next_export_description (struct nbdkit_context *c);
+
+/* nbdkit's backend_default_export at layer L: the name "" stands for
+ * there (kept by the layer that gave it), NULL if "" is not permitted.
+ * Inside the connection's thread state. */
+const char *filter_default_export (struct nbdkit_backend *l, bool readonly,
+                                   bool tls);
+/* nbdkit's backend_list_exports at layer L into X (0, or -1 after
+ * nbdkit_error), nbdkit_use_default_export resolved at each layer. */
+int filter_list_exports_at (struct nbdkit_backend *l, bool readonly,
+                            bool tls, struct nbdkit_exports *x);
+/* Does the chain CH list exports itself (see filterchain.listing)? */
+bool filter_chain_lists (const struct filterchain *ch);
+
+/* The chain's life (filter.c), for its tables (filter-conn.c). */
+int filter_open (void *hv);
+void filter_forget (void *hv);
+void filter_close (void *hv);
+/* The table of a chain that lists its exports (filterchain.listing). */
+extern const struct backend_ops filter_listing_ops;
 
 /* The filter-only exported functions, checked like plughost's. */
 int filter_check_exports (void);

@@ -39,9 +39,8 @@ plughost_enter (struct plugconn *h, bool data)
 
   if (m)
     pthread_mutex_lock (m);
-  plughost_set_in_request (data);
-  plughost_set_export_name (h->export_name);
-  plughost_set_peer (h->peer_fd);
+  plughost_conn_push (&(struct plughost_thread_conn) {
+                        h->export_name, h->peer_fd, h->tls, data });
 }
 
 int
@@ -49,9 +48,7 @@ plughost_leave (struct plugconn *h, int r)
 {
   pthread_mutex_t *m = lock_of (h);
 
-  plughost_set_export_name (NULL);
-  plughost_set_peer (PLUGHOST_NO_PEER);
-  plughost_set_in_request (false);
+  plughost_conn_pop ();
   if (m)
     pthread_mutex_unlock (m);
   return r;

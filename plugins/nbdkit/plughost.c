@@ -450,9 +450,9 @@ query_block_size (struct plugconn *c)
 /* The name the export "" stands for: the plugin's default_export's
  * answer ("" without one); NULL when the plugin does not permit it. */
 static const char *
-default_export (const struct nbdkit_plugin *p, bool readonly)
+default_export (const struct nbdkit_plugin *p, bool readonly, bool tls)
 {
-  return p->default_export ? p->default_export (readonly, 0) : "";
+  return p->default_export ? p->default_export (readonly, tls) : "";
 }
 
 /* Before open (preconnect ran when the client connected), the export name
@@ -463,7 +463,7 @@ open_handle (struct plugconn *c, const char *export, bool readonly)
   const struct nbdkit_plugin *p = c->p;
 
   if (!*export) {
-    export = default_export (p, readonly);
+    export = default_export (p, readonly, c->tls);
     if (!export) {
       log_error ("nbdkit: %s: the default export (\"\") is not permitted",
                  p->name);
@@ -561,7 +561,8 @@ plughost_disconnect (void *cv)
 /* The connection's own state is allocated here, at connect (never on the
  * I/O path), as the plugin's open allocates its own. */
 static void *
-plughost_connect (void *hv, const char *export, bool readonly, int peer_fd)
+plughost_connect (void *hv, const char *export, bool readonly, int peer_fd,
+                  bool tls)
 {
   struct plughost *h = hv;
   struct plugconn *c = calloc (1, sizeof *c);
@@ -575,6 +576,7 @@ plughost_connect (void *hv, const char *export, bool readonly, int peer_fd)
   c->ph = h;
   c->p = &h->p;
   c->peer_fd = peer_fd;
+  c->tls = tls;
   pthread_mutex_init (&c->lock, NULL);
   plughost_enter (c, false);
   r = connect_locked (c, export, readonly || h->readonly);
@@ -587,20 +589,22 @@ plughost_connect (void *hv, const char *export, bool readonly, int peer_fd)
 }
 
 /* Calls for a connection before it has a handle (preconnect,
- * list_exports): the plugin's lock if its thread model serializes more
- * than requests, and the client's socket for nbdkit_peer_*. */
+ * list_exports, default_export): the plugin's lock if its thread model
+ * serializes more than requests, and the client's socket and TLS for
+ * nbdkit_peer_* and nbdkit_is_tls. */
 static void
-early_enter (struct plughost *h, int peer_fd)
+early_enter (struct plughost *h, int peer_fd, bool tls)
 {
   if (h->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
     pthread_mutex_lock (&h->lock);
-  plughost_set_peer (peer_fd);
+  plughost_conn_push (&(struct plughost_thread_conn) {
+                        NULL, peer_fd, tls, false });
 }
 
 static void
 early_leave (struct plughost *h)
 {
-  plughost_set_peer (PLUGHOST_NO_PEER);
+  plughost_conn_pop ();
   if (h->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
     pthread_mutex_unlock (&h->lock);
 }
@@ -613,7 +617,7 @@ plughost_preconnect (void *hv, int peer_fd, bool readonly)
 
   if (!h->p.preconnect)
     return 0;
-  early_enter (h, peer_fd);
+  early_enter (h, peer_fd, false);   /* before the handshake: no TLS */
   r = h->p.preconnect (readonly || h->readonly);
   early_leave (h);
   if (r == -1)
@@ -625,18 +629,19 @@ plughost_preconnect (void *hv, int peer_fd, bool readonly)
  * nbdkit_use_default_export (and a plugin without list_exports) stands
  * for the name default_export gives (none if it gives NULL). */
 static int
-list_locked (struct plughost *h, bool readonly, struct nbdkit_exports *x)
+list_locked (struct plughost *h, bool readonly, bool tls,
+             struct nbdkit_exports *x)
 {
   const char *dflt;
 
   if (h->p.list_exports) {
-    if (h->p.list_exports (readonly, 0, x) == -1)
+    if (h->p.list_exports (readonly, tls, x) == -1)
       return -1;
   }
   else
     nbdkit_use_default_export (x);
-  if (plughost_exports_use_default (x) &&
-      (dflt = default_export (&h->p, readonly)) != NULL)
+  if (plughost_exports_take_default (x) &&
+      (dflt = default_export (&h->p, readonly, tls)) != NULL)
     return nbdkit_add_export (x, dflt, NULL);
   return 0;
 }
@@ -651,8 +656,8 @@ plughost_list_exports (void *hv, int peer_fd, bool readonly,
 
   if (!x)
     return -EIO;
-  early_enter (h, peer_fd);
-  r = list_locked (h, readonly || h->readonly, x);
+  early_enter (h, peer_fd, bc->tls);
+  r = list_locked (h, readonly || h->readonly, bc->tls, x);
   early_leave (h);
   if (r == -1) {
     log_error ("nbdkit: %s: list_exports failed", h->p.name);
@@ -664,6 +669,21 @@ plughost_list_exports (void *hv, int peer_fd, bool readonly,
   }
   nbdkit_exports_free (x);
   return r;
+}
+
+/* For the filter chain's bottom (filter-exports.c): called from a
+ * filter's default_export, inside the chain's own connection state. */
+const char *
+plughost_default_export (void *hv, bool readonly, bool tls)
+{
+  struct plughost *h = hv;
+  const struct plughost_thread_conn *t = plughost_conn_get ();
+  const char *s;
+
+  early_enter (h, t->peer_fd, tls);
+  s = default_export (&h->p, readonly || h->readonly, tls);
+  early_leave (h);
+  return s;
 }
 
 /* The backend's own handle answers only BACKEND_ONE_CONNECTION; a

@@ -44,6 +44,7 @@ struct plugconn {
   char *export_name;            /* what nbdkit_export_name returns */
   char *description;            /* nbdkit compat: export_description's */
   int peer_fd;                  /* what nbdkit_peer_* ask; -1: none */
+  bool tls;                     /* what nbdkit_is_tls says */
   void *handle;                 /* the plugin's, NULL until open succeeded */
   int64_t size;
   uint32_t caps;                /* BACKEND_CAN_* */
@@ -70,24 +71,33 @@ void plughost_extents_wrap (struct nbdkit_extents *x,
 void plughost_error_reset (void);
 int plughost_error_get (void);
 
-/* Set while the calling thread runs a data-path callback, so nbdkit_error
- * is rate limited there (a plugin may fail every request). */
-void plughost_set_in_request (bool in);
-
 /* State the public functions report; set by plughost.c. */
 void plughost_set_plugin_name (const char *name);  /* kept, not copied */
 void plughost_set_configured (void);               /* after config_complete */
-/* The export name the plugin sees on the calling thread, set around each
- * call for a connection (NULL: no connection, as before open in nbdkit).
- * The string is kept, not copied. */
-void plughost_set_export_name (const char *name);
-/* The client's socket the peer functions ask, set around each call for a
- * connection: -1 for a connection without one (ublk), PLUGHOST_NO_PEER
- * outside connections. */
+
+/* The connection the calling thread runs a call for, as nbdkit_export_name,
+ * nbdkit_is_tls and nbdkit_peer_* see it.  Pushed around each call for a
+ * connection (a filter's, then the plugin's under it) and popped after;
+ * outside, peer_fd is PLUGHOST_NO_PEER ("no connection in this thread").
+ * The strings are kept, not copied. */
 #define PLUGHOST_NO_PEER (-2)
-void plughost_set_peer (int fd);
-/* Did the plugin's list_exports call nbdkit_use_default_export? */
-bool plughost_exports_use_default (const struct nbdkit_exports *x);
+struct plughost_thread_conn {
+  const char *export_name;      /* NULL: none yet, as before open */
+  int peer_fd;                  /* the client's socket; -1: none (ublk) */
+  bool tls;                     /* the client negotiated TLS */
+  bool in_request;              /* a data-path call: errors rate limited */
+};
+void plughost_conn_push (const struct plughost_thread_conn *s);
+void plughost_conn_pop (void);
+const struct plughost_thread_conn *plughost_conn_get (void);
+/* Set the current connection's export name (open learned it). */
+void plughost_set_export_name (const char *name);
+/* Did the list_exports that filled X call nbdkit_use_default_export?  The
+ * answer is taken: the caller adds the default export's name itself. */
+bool plughost_exports_take_default (struct nbdkit_exports *x);
+/* The export "" stands for, for a hosted plugin H (a struct plughost):
+ * its default_export's answer ("" without one), NULL if not permitted. */
+const char *plughost_default_export (void *h, bool readonly, bool tls);
 
 /* Check that the executable exports every nbdkit_* function to plugins
  * (and links them in: the table references each one).  Returns 0, or -1

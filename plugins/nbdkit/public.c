@@ -6,10 +6,14 @@
  *
  * The peer_* functions ask the client's socket, which the host sets for
  * the calling thread around each call for a connection; a ublk device has
- * none (ENOTSUP, as nbdkit where the platform lacks the query).
+ * none (ENOTSUP, as nbdkit where the platform lacks the query).  The
+ * thread's connection is a small stack: a filter call pushes its
+ * connection, the plugin at the bottom of the chain pushes its own over
+ * it, and the filter finds its own again when the plugin call returned.
  */
 #include <config.h>
 
+#include <assert.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,21 +33,41 @@
 #include "log.h"
 #include "plughost.h"
 
+#define CONN_DEPTH 8             /* a filter call, the plugin under it */
+
 static __thread int thread_error;
-static __thread bool in_request;
 static const char *plugin_name = "nbdkit";
-static __thread const char *export_name;  /* the thread's connection */
-static __thread int peer_fd = PLUGHOST_NO_PEER;
+/* The thread's connections: tconn[0] is "none", tconn[depth] current. */
+static __thread struct plughost_thread_conn tconn[CONN_DEPTH] = {
+  [0] = { .export_name = NULL, .peer_fd = PLUGHOST_NO_PEER },
+};
+static __thread unsigned depth;
+#define CUR (&tconn[depth])
 static bool configured;
 static volatile sig_atomic_t shutdown_requested;
 
 void plughost_error_reset (void) { thread_error = 0; }
 int plughost_error_get (void) { return thread_error; }
-void plughost_set_in_request (bool in) { in_request = in; }
 void plughost_set_plugin_name (const char *name) { plugin_name = name; }
 void plughost_set_configured (void) { configured = true; }
-void plughost_set_export_name (const char *name) { export_name = name; }
-void plughost_set_peer (int fd) { peer_fd = fd; }
+void plughost_set_export_name (const char *name) { CUR->export_name = name; }
+const struct plughost_thread_conn *plughost_conn_get (void)
+{ return CUR; }
+
+void
+plughost_conn_push (const struct plughost_thread_conn *s)
+{
+  assert (depth + 1 < CONN_DEPTH);
+  depth++;
+  *CUR = *s;
+}
+
+void
+plughost_conn_pop (void)
+{
+  assert (depth > 0);
+  depth--;
+}
 
 /* Messages. */
 
@@ -54,7 +78,7 @@ nbdkit_verror (const char *fmt, va_list ap)
   char msg[1024];
 
   vsnprintf (msg, sizeof msg, fmt, ap);         /* %m sees err */
-  if (in_request)
+  if (CUR->in_request)
     log_ratelimited ("%s: %s", plugin_name, msg);
   else
     log_error ("%s: %s", plugin_name, msg);
@@ -78,7 +102,7 @@ nbdkit_vdebug (const char *fmt, va_list ap)
   char msg[1024];
 
   /* nbdkit prints plugin debug messages only with -v; so do we. */
-  if ((in_request && log_debug_data) || (!in_request && log_debug_control)) {
+  if (CUR->in_request ? log_debug_data : log_debug_control) {
     vsnprintf (msg, sizeof msg, fmt, ap);
     log_msg (LOG_DEBUG, "%s: %s", plugin_name, msg);
   }
@@ -461,38 +485,41 @@ nbdkit_shutdown (void)
 const char *
 nbdkit_export_name (void)
 {
-  if (!export_name) {
+  if (!CUR->export_name) {
     nbdkit_error ("no connection in this thread");
     return NULL;
   }
-  return export_name;
+  return CUR->export_name;
 }
 
+/* Whether the client negotiated TLS: known from the moment it connected
+ * (preconnect: not yet), in list_exports, default_export and open as in
+ * the calls after it. */
 int
 nbdkit_is_tls (void)
 {
-  if (!export_name) {
+  if (CUR->peer_fd == PLUGHOST_NO_PEER) {
     nbdkit_error ("no connection in this thread");
     return -1;
   }
-  return 0;
+  return CUR->tls;
 }
 
 /* The calling thread's client socket, or -1 after nbdkit_error. */
 static int
 peer_socket (const char *fn)
 {
-  if (peer_fd == PLUGHOST_NO_PEER) {
+  if (CUR->peer_fd == PLUGHOST_NO_PEER) {
     nbdkit_error ("%s: no connection in this thread", fn);
     errno = EINVAL;
     return -1;
   }
-  if (peer_fd == -1) {
+  if (CUR->peer_fd == -1) {
     nbdkit_error ("%s: the client is a ublk device, not a socket", fn);
     errno = ENOTSUP;
     return -1;
   }
-  return peer_fd;
+  return CUR->peer_fd;
 }
 
 int
