@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,7 @@
 static char zeroes[64 * 1024];  /* .bss: emulated write-zeroes */
 static char scratch[64 * 1024]; /* emulated cache reads, under its lock */
 static pthread_mutex_t scratch_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool said_blocks;   /* bottom_check's hint, said once */
 
 static bool
 is_bottom (const struct nbdkit_context *c)
@@ -204,7 +206,18 @@ bottom_check (struct nbdkit_context *c, enum backend_op op, uint64_t offset,
               uint64_t count, uint32_t flags, int *err)
 {
   int r = backend_check (c->view, op, offset, count, flags);
+  uint32_t bs = c->view->min_block;
 
+  /* Filters read and write small pieces of their own (a partition table,
+   * a LUKS sector) that such a backend refuses: say why, or the filter
+   * fails with no reason given.  Once, as an error: it shows first in a
+   * filter's prepare, at connect, where warnings go to the log only. */
+  if (r == -EINVAL && bs > 1 && op != BACKEND_OP_EXTENTS &&
+      ((offset | count) & (bs - 1)) && !atomic_exchange (&said_blocks, true))
+    log_error ("nbdkit: filters: %" PRIu64 " bytes at %" PRIu64
+               " are not whole %" PRIu32 "-byte blocks of the backend"
+               " (the file backend's direct=true, its default on block"
+               " devices, needs them)", count, offset, bs);
   return r < 0 ? fail (err, -r) : 0;
 }
 
