@@ -316,6 +316,26 @@ next_trim (nbdkit_next *n, uint32_t count, uint64_t offset, uint32_t flags,
   return flush ? bottom_flush (c, err) : 0;
 }
 
+/* Zero emulated by a filter layer, as nbdkit's backend does it: writes of
+ * zeros through the layer's own pwrite (luks must encrypt them: zeroing
+ * the layer below would read back as noise), FUA with the last. */
+static int
+emulate_zero (nbdkit_next *n, uint32_t count, uint64_t offset,
+              uint32_t flags, int *err)
+{
+  if (flags & NBDKIT_FLAG_FAST_ZERO)
+    return fail (err, ENOTSUP);
+  while (count > 0) {
+    uint32_t k = count < sizeof zeroes ? count : sizeof zeroes;
+    uint32_t f = k == count ? flags & NBDKIT_FLAG_FUA : 0;
+    if (next_pwrite (n, zeroes, k, offset, f, err) == -1)
+      return -1;
+    offset += k;
+    count -= k;
+  }
+  return 0;
+}
+
 static int
 next_zero (nbdkit_next *n, uint32_t count, uint64_t offset, uint32_t flags,
            int *err)
@@ -324,10 +344,16 @@ next_zero (nbdkit_next *n, uint32_t count, uint64_t offset, uint32_t flags,
   uint32_t f;
   bool flush;
 
-  if (!is_bottom (c))
+  if (!is_bottom (c)) {
+    int r = filter_next_can (c, FCAN_ZERO);
+    if (r == -1)
+      return fail (err, EIO);
+    if (r == NBDKIT_ZERO_EMULATE)
+      return emulate_zero (n, count, offset, flags, err);
     return c->b->f.zero
       ? c->b->f.zero (N (c->next), c->handle, count, offset, flags, err)
       : next_zero (N (c->next), count, offset, flags, err);
+  }
   f = bottom_flags (c, flags, &flush);
   if (c->view->caps & BACKEND_CAN_ZERO) {
     if (bottom_check (c, BACKEND_OP_ZERO, offset, count, f, err) == -1 ||
