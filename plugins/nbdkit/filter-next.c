@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,7 @@
 static char zeroes[64 * 1024];  /* .bss: emulated write-zeroes */
 static char scratch[64 * 1024]; /* emulated cache reads, under its lock */
 static pthread_mutex_t scratch_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool said_blocks;   /* bottom_check's hint, said once */
 
 static bool
 is_bottom (const struct nbdkit_context *c)
@@ -210,7 +212,18 @@ bottom_check (struct nbdkit_context *c, enum backend_op op, uint64_t offset,
               uint64_t count, uint32_t flags, int *err)
 {
   int r = backend_check (c->view, op, offset, count, flags);
+  uint32_t bs = c->view->min_block;
 
+  /* Filters read and write small pieces of their own (a partition table,
+   * a LUKS sector) that such a backend refuses: say why, or the filter
+   * fails with no reason given.  Once, as an error: it shows first in a
+   * filter's prepare, at connect, where warnings go to the log only. */
+  if (r == -EINVAL && bs > 1 && op != BACKEND_OP_EXTENTS &&
+      ((offset | count) & (bs - 1)) && !atomic_exchange (&said_blocks, true))
+    log_error ("nbdkit: filters: %" PRIu64 " bytes at %" PRIu64
+               " are not whole %" PRIu32 "-byte blocks of the backend"
+               " (the file backend's direct=true, its default on block"
+               " devices, needs them)", count, offset, bs);
   return r < 0 ? fail (err, -r) : 0;
 }
 
@@ -309,6 +322,26 @@ next_trim (nbdkit_next *n, uint32_t count, uint64_t offset, uint32_t flags,
   return flush ? bottom_flush (c, err) : 0;
 }
 
+/* Zero emulated by a filter layer, as nbdkit's backend does it: writes of
+ * zeros through the layer's own pwrite (luks must encrypt them: zeroing
+ * the layer below would read back as noise), FUA with the last. */
+static int
+emulate_zero (nbdkit_next *n, uint32_t count, uint64_t offset,
+              uint32_t flags, int *err)
+{
+  if (flags & NBDKIT_FLAG_FAST_ZERO)
+    return fail (err, ENOTSUP);
+  while (count > 0) {
+    uint32_t k = count < sizeof zeroes ? count : sizeof zeroes;
+    uint32_t f = k == count ? flags & NBDKIT_FLAG_FUA : 0;
+    if (next_pwrite (n, zeroes, k, offset, f, err) == -1)
+      return -1;
+    offset += k;
+    count -= k;
+  }
+  return 0;
+}
+
 static int
 next_zero (nbdkit_next *n, uint32_t count, uint64_t offset, uint32_t flags,
            int *err)
@@ -317,10 +350,16 @@ next_zero (nbdkit_next *n, uint32_t count, uint64_t offset, uint32_t flags,
   uint32_t f;
   bool flush;
 
-  if (!is_bottom (c))
+  if (!is_bottom (c)) {
+    int r = filter_next_can (c, FCAN_ZERO);
+    if (r == -1)
+      return fail (err, EIO);
+    if (r == NBDKIT_ZERO_EMULATE)
+      return emulate_zero (n, count, offset, flags, err);
     return c->b->f.zero
       ? c->b->f.zero (N (c->next), c->handle, count, offset, flags, err)
       : next_zero (N (c->next), count, offset, flags, err);
+  }
   f = bottom_flags (c, flags, &flush);
   if (c->view->caps & BACKEND_CAN_ZERO) {
     if (bottom_check (c, BACKEND_OP_ZERO, offset, count, f, err) == -1 ||
