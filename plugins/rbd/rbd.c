@@ -32,6 +32,19 @@
 #include "rbd.h"
 #include "log.h"
 
+/* A copy of S (freed by close), or NULL for NULL. */
+static char *
+dup_or_null (const char *s)
+{
+  char *c;
+
+  if (!s)
+    return NULL;
+  if (!(c = strdup (s)))
+    fatal ("strdup: %m");
+  return c;
+}
+
 static void *
 rbd_config (const struct backend_param *p, size_t n, bool readonly)
 {
@@ -62,18 +75,13 @@ rbd_config (const struct backend_param *p, size_t n, bool readonly)
   d = calloc (1, sizeof *d);
   if (!d)
     fatal ("calloc: %m");
-#define DUP(field, key) \
-  do { const char *v_ = backend_param_get (p, n, key); \
-       if (v_ && !(d->field = strdup (v_))) fatal ("strdup: %m"); } while (0)
-  DUP (pool, "pool");
-  DUP (image_name, "image");
-  DUP (ns, "namespace");
-  DUP (snap, "snapshot");
-  DUP (conf, "conf");
-  DUP (keyring, "keyring");
-#undef DUP
-  if (id && *id && !(d->id = strdup (id)))
-    fatal ("strdup: %m");
+  d->pool = dup_or_null (pool);
+  d->image_name = dup_or_null (image);
+  d->ns = dup_or_null (backend_param_get (p, n, "namespace"));
+  d->snap = dup_or_null (backend_param_get (p, n, "snapshot"));
+  d->conf = dup_or_null (backend_param_get (p, n, "conf"));
+  d->keyring = dup_or_null (backend_param_get (p, n, "keyring"));
+  d->id = dup_or_null (id && *id ? id : NULL);
   d->readonly = readonly || b == 1 || d->snap;
   d->efd = -1;
   pthread_mutex_init (&d->lock, NULL);
