@@ -13,12 +13,14 @@ cd "$(dirname "$0")"
 
 BUILD_DEPS="build-essential autoconf automake libtool pkg-config
   liburing-dev libnbd-dev nbdkit-plugin-dev libgnutls28-dev
+  librbd-dev librados-dev
   perl"
 TEST_DEPS="libnbd-bin python3-libnbd nbdkit nbdfuse fuse3 qemu-utils fio
   nbd-client e2fsprogs util-linux procps psmisc
   qemu-system-x86 qemu-system-data busybox-static cpio xz-utils
   valgrind clang libclang-rt-14-dev gnutls-bin
-  man-db groff-base bash-completion"
+  man-db groff-base bash-completion
+  ceph-mon ceph-osd ceph-common rbd-nbd qemu-block-extra"
 
 install_deps () {
   missing=

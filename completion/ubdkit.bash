@@ -47,7 +47,7 @@ _ubdkit_arg_opts='-U --unix -p --port --bind -e --export -E --export-spec
 # nbdkit compat:
 _ubdkit_arg_opts+=' -D --debug --mask-handshake'
 
-_ubdkit_backends='memory file null nbd nbdkit:'
+_ubdkit_backends='memory file null nbd rbd nbdkit:'
 
 # Does the blank-separated LIST hold WORD?
 _ubdkit_in ()
@@ -144,6 +144,7 @@ _ubdkit_backend_param ()
     file) keys='file= direct= readonly=' ;;
     null) keys='size=' ;;
     nbd) keys='uri= connections= retry= retry-delay= readonly=' ;;
+    rbd) keys='pool= image= namespace= snapshot= conf= id= keyring= readonly=' ;;
     *) keys= ;;
   esac
   case $cur in

@@ -79,8 +79,8 @@ expect "fail-io" ubdkit add --recovery f
 expect "disk.img disk2.img" ubdkit serve -P disk
 expect "--shrink" ubdkit resize --
 # Backends, after options and their values, and their parameters.
-expect "file memory nbd nbdkit: null" ubdkit add ""
-expect "file memory nbd nbdkit: null" ubdkit add -q 2 --depth 128 ""
+expect "file memory nbd nbdkit: null rbd" ubdkit add ""
+expect "file memory nbd nbdkit: null rbd" ubdkit add -q 2 --depth 128 ""
 expect "nbd nbdkit:" ubdkit serve -U - nb
 expect "size= reserve=" ubdkit serve memory ""
 expect "readonly= retry= retry-delay=" ubdkit add nbd uri = nbd : //h/ re

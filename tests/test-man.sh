@@ -13,7 +13,7 @@ make_tmpdir
 mandir=${builddir:-.}/../docs/man
 poddir=$srcdir/../docs/man
 pages="ubdkit ubdkit-serve ubdkit-add ubdkit-up ubdkit-stats
-  ubdkit-memory ubdkit-file ubdkit-null ubdkit-nbd ubdkit-nbdkit"
+  ubdkit-memory ubdkit-file ubdkit-null ubdkit-nbd ubdkit-rbd ubdkit-nbdkit"
 
 # Options and commands allowed to be missing from --help: none (the
 # mechanism stays for options documented before they land).

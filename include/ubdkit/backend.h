@@ -71,6 +71,10 @@ enum backend_op {
  * (backend_io.fixed_buf) without ever touching its bytes: ublk zero copy,
  * where the buffer is the kernel request's own pages. */
 #define BACKEND_FIXED_BUF (1u << 1)
+/* get_size never blocks and follows a size that may change while serving
+ * (rbd: the image's header watch): each new connection asks it again
+ * instead of taking the size seen at open. */
+#define BACKEND_LIVE_SIZE (1u << 2)
 
 /* Extents: filled by the extents callback into caller-owned storage
  * (preallocated with the request, never grown). */
@@ -319,6 +323,10 @@ void filter_chain_add (const char *name);
 /* plugins/nbd, linked into the daemon only (not into lib/ and its unit
  * tests, which would then need libnbd): weak, NULL where absent. */
 extern const struct backend_ops remote_backend_ops __attribute__((weak));
+#endif
+#ifdef HAVE_LIBRBD
+/* plugins/rbd, linked into the daemon only, as plugins/nbd. */
+extern const struct backend_ops rbd_backend_ops __attribute__((weak));
 #endif
 
 /* Find a built-in backend by name (a host by "NAME:..."); NULL if none. */

@@ -20,6 +20,9 @@ static const struct backend_ops *const builtin[] = {
 #ifdef HAVE_LIBNBD
   &remote_backend_ops,          /* weak: NULL outside the daemon */
 #endif
+#ifdef HAVE_LIBRBD
+  &rbd_backend_ops,             /* weak, likewise */
+#endif
 #ifdef HAVE_NBDKIT
   &plughost_backend_ops,
 #endif

@@ -205,6 +205,8 @@ backend_connect_start (struct backend_conn *bc, struct backend *b,
   bc->export = export;
   if (!b->ops->connect) {
     bc->view = *b;              /* the one shared handle */
+    if (b->ops->props & BACKEND_LIVE_SIZE)
+      bc->view.size = b->ops->get_size (b->h);
     bc->connected = true;
     return 0;
   }
