@@ -83,22 +83,9 @@ preconnect_chain (struct filterchain *ch, nbdkit_backend *l, int readonly)
 /* Calls for a client before it has a connection (preconnect: before the
  * handshake, so no TLS yet; list_exports): the chain's lock if its model
  * serializes more than requests, and the client's thread state. */
-static void
-early_enter (struct filterchain *ch, int peer_fd, bool tls)
-{
-  if (ch->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
-    pthread_mutex_lock (&ch->lock);
-  plughost_conn_push (&(struct plughost_thread_conn) {
-                        NULL, peer_fd, tls, false });
-}
-
-static void
-early_leave (struct filterchain *ch)
-{
-  plughost_conn_pop ();
-  if (ch->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
-    pthread_mutex_unlock (&ch->lock);
-}
+#define early_enter(ch, fd, tls) \
+  plughost_early_enter (&(ch)->lock, (ch)->model, fd, tls)
+#define early_leave(ch) plughost_early_leave (&(ch)->lock, (ch)->model)
 
 static int
 filter_preconnect (void *hv, int peer_fd, bool readonly)

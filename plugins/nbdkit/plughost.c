@@ -592,22 +592,27 @@ plughost_connect (void *hv, const char *export, bool readonly, int peer_fd,
  * list_exports, default_export): the plugin's lock if its thread model
  * serializes more than requests, and the client's socket and TLS for
  * nbdkit_peer_* and nbdkit_is_tls. */
-static void
-early_enter (struct plughost *h, int peer_fd, bool tls)
+void
+plughost_early_enter (pthread_mutex_t *lock, int model, int peer_fd,
+                      bool tls)
 {
-  if (h->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
-    pthread_mutex_lock (&h->lock);
+  if (model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
+    pthread_mutex_lock (lock);
   plughost_conn_push (&(struct plughost_thread_conn) {
                         NULL, peer_fd, tls, false });
 }
 
-static void
-early_leave (struct plughost *h)
+void
+plughost_early_leave (pthread_mutex_t *lock, int model)
 {
   plughost_conn_pop ();
-  if (h->model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
-    pthread_mutex_unlock (&h->lock);
+  if (model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
+    pthread_mutex_unlock (lock);
 }
+
+#define early_enter(h, fd, tls) \
+  plughost_early_enter (&(h)->lock, (h)->model, fd, tls)
+#define early_leave(h) plughost_early_leave (&(h)->lock, (h)->model)
 
 static int
 plughost_preconnect (void *hv, int peer_fd, bool readonly)

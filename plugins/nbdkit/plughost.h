@@ -89,6 +89,13 @@ struct plughost_thread_conn {
 };
 void plughost_conn_push (const struct plughost_thread_conn *s);
 void plughost_conn_pop (void);
+/* Calls for a client before it has a connection (preconnect before the
+ * handshake, list_exports, default_export), for the plugin host and the
+ * filter chain: LOCK if MODEL serializes more than requests, and the
+ * client's socket and TLS for nbdkit_peer_* and nbdkit_is_tls. */
+void plughost_early_enter (pthread_mutex_t *lock, int model, int peer_fd,
+                           bool tls);
+void plughost_early_leave (pthread_mutex_t *lock, int model);
 const struct plughost_thread_conn *plughost_conn_get (void);
 /* Set the current connection's export name (open learned it). */
 void plughost_set_export_name (const char *name);
