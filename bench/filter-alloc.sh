@@ -157,26 +157,32 @@ image () {
     raw) head -c $((64 * M)) /dev/urandom > "$f" ;;
     zero) truncate -s $((64 * M)) "$f" ;;
     mbr)
-      head -c $((62 * M)) /dev/urandom > "$scratch/part1"
-      nbdkit -U - partitioning "$scratch/part1" partition-type=mbr \
-        --run "nbdcopy \"\$uri\" '$f'" >&2 ;;
+      head -c $((62 * M)) /dev/urandom > "$scratch/part1" &&
+        nbdkit -U - partitioning "$scratch/part1" partition-type=mbr \
+          --run "nbdcopy \"\$uri\" '$f'" >&2 ;;
     luks)
-      qemu-img create -q -f luks --object secret,id=sec0,data=secret \
-        -o key-secret=sec0 "$f" 64M >&2 ;;
+      # qemu-img times its key derivation first, which fails now and
+      # then on a busy machine ("Unable to get accurate CPU usage").
+      for _ in 1 2 3 4 5; do
+        qemu-img create -q -f luks --object secret,id=sec0,data=secret \
+          -o key-secret=sec0 "$f" 64M >&2 && break
+        rm -f "$f"
+      done
+      [ -f "$f" ] ;;
     xz)
       # Blocks of 1 MiB: the xz filter reads one block per request.
-      head -c $((40 * M)) /dev/urandom > "$scratch/xz.raw"
-      xz -0 -T1 --block-size=1MiB -c "$scratch/xz.raw" > "$f" ;;
+      head -c $((40 * M)) /dev/urandom > "$scratch/xz.raw" &&
+        xz -0 -T1 --block-size=1MiB -c "$scratch/xz.raw" > "$f" ;;
     gzip) head -c $((40 * M)) /dev/urandom | gzip -1 > "$f" ;;
     tar)
-      mkdir -p "$scratch/tardir"
-      head -c $((40 * M)) /dev/urandom > "$scratch/tardir/disk.img"
-      tar -C "$scratch/tardir" -cf "$f" disk.img ;;
+      mkdir -p "$scratch/tardir" &&
+        head -c $((40 * M)) /dev/urandom > "$scratch/tardir/disk.img" &&
+        tar -C "$scratch/tardir" -cf "$f" disk.img ;;
     ext2)
-      mkdir -p "$scratch/ext2dir"
-      head -c $((40 * M)) /dev/urandom > "$scratch/ext2dir/disk.img"
-      mke2fs -q -F -t ext2 -d "$scratch/ext2dir" "$f" 64M >&2 ;;
-  esac
+      mkdir -p "$scratch/ext2dir" &&
+        head -c $((40 * M)) /dev/urandom > "$scratch/ext2dir/disk.img" &&
+        mke2fs -q -F -t ext2 -d "$scratch/ext2dir" "$f" 64M >&2 ;;
+  esac || { rm -f "$f"; return 1; }
   echo "$f"
 }
 
