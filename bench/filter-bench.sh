@@ -6,6 +6,9 @@
 # files, the same ones) over the same kind of bottom: ubdkit's native
 # backend, nbdkit's plugin of that name.
 #
+#   none-file             no filter: ubdkit's native file backend (no worker
+#                         threads) against nbdkit's file plugin, the floor
+#                         for the chains over file
 #   nofilter-file         --filter=nofilter over file (the host's own cost)
 #   offset-truncate-file  --filter=offset --filter=truncate over file
 #                         (offset=1M truncate=SIZE-16M)
@@ -61,7 +64,7 @@ top=$(cd "$here/.." && pwd)
 : "${BENCH_RUNTIME:=10}"
 : "${BENCH_ROUNDS:=3}"
 : "${BENCH_SIZE:=1G}"
-: "${BENCH_CHAINS:=nofilter-file offset-truncate-file cow-memory cache-file}"
+: "${BENCH_CHAINS:=none-file nofilter-file offset-truncate-file cow-memory cache-file}"
 : "${BENCH_WORKLOADS:=rr4k-qd32 rw4k-qd32 sr1m-qd8 sw1m-qd8}"
 : "${BENCH_TMPDIR:=/var/tmp}"
 : "${BENCH_KEEP:=0}"
@@ -128,6 +131,7 @@ cpu_ticks () {
 # chain_args CHAIN: "FILTER-OPTIONS|BOTTOM|ARGS" (ARGS for both servers).
 chain_args () {
   case $1 in
+    none-file) echo "|file|" ;;
     nofilter-file) echo "--filter=nofilter|file|" ;;
     offset-truncate-file)
       echo "--filter=offset --filter=truncate|file|offset=1M truncate=$(( size_bytes - 16 * 1048576 ))" ;;
@@ -257,7 +261,8 @@ servers=()
 for c in $BENCH_CHAINS; do
   chain_args "$c" >/dev/null || die "unknown chain '$c'"
   servers+=("$c/ubdkit" "$c/nbdkit")
-  [ -z "$BENCH_WORKERS" ] || servers+=("$c/ubdkit-w$BENCH_WORKERS")
+  # (the native file backend has no workers)
+  [ -z "$BENCH_WORKERS" ] || [ "$c" = none-file ] || servers+=("$c/ubdkit-w$BENCH_WORKERS")
 done
 [ -z "$BENCH_WORKERS" ] || [[ $BENCH_WORKERS =~ ^[1-9][0-9]*$ ]] ||
   die "BENCH_WORKERS must be a positive integer or empty"
