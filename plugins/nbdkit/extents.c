@@ -8,12 +8,20 @@
  * (plughost_extents_wrap), so a block status request allocates nothing;
  * when that array is full further extents are ignored, as nbdkit ignores
  * them past its own cap: what was added is a valid prefix of the answer.
+ *
+ * Filters make lists of their own per request (offset, truncate,
+ * partition, retry ... copy their next layer's answer through one, and
+ * nbdkit_extents_full and _aligned make more): a freed list is kept, with
+ * its array, for the thread's next nbdkit_extents_new, so that after the
+ * first requests block status through those filters allocates nothing.
+ * A thread's kept lists are freed when it exits.
  */
 #include <config.h>
 
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +34,49 @@ _Static_assert (NBDKIT_EXTENT_HOLE == BACKEND_EXTENT_HOLE &&
 #define MAX_EXTENTS (1024 * 1024)     /* nbdkit's cap for its own lists */
 #define MAX_EXPORTS 10000
 #define MAX_STRING 4096               /* NBD's limit on names */
+#define KEPT_LISTS 4                  /* per thread: lists alive at once */
+#define KEPT_MAX 1024                 /* extents: larger arrays are freed */
+
+static __thread struct nbdkit_extents *kept[KEPT_LISTS];
+static __thread size_t nr_kept;
+static pthread_key_t kept_key;        /* its destructor frees them */
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+
+static void
+kept_free (void *unused)
+{
+  (void) unused;
+  while (nr_kept > 0) {
+    struct nbdkit_extents *x = kept[--nr_kept];
+    free (x->own.v);
+    free (x);
+  }
+}
+
+static void
+kept_init (void)
+{
+  if (pthread_key_create (&kept_key, kept_free) != 0)
+    kept_key = (pthread_key_t) -1;
+}
+
+/* Keep X for this thread's next list; false if it must be freed. */
+static bool
+keep_list (struct nbdkit_extents *x)
+{
+  if (nr_kept == KEPT_LISTS || x->own.max > KEPT_MAX)
+    return false;
+  pthread_once (&kept_once, kept_init);
+  if (kept_key == (pthread_key_t) -1)
+    return false;
+  /* Set (it does not allocate for the first keys) so that the
+   * destructor runs at this thread's exit. */
+  if (pthread_getspecific (kept_key) == NULL &&
+      pthread_setspecific (kept_key, kept) != 0)
+    return false;
+  kept[nr_kept++] = x;
+  return true;
+}
 
 void
 plughost_extents_wrap (struct nbdkit_extents *x, struct backend_extents *e)
@@ -52,8 +103,11 @@ nbdkit_extents_new (uint64_t start, uint64_t end)
     errno = ERANGE;
     return NULL;
   }
-  x = calloc (1, sizeof *x);
-  if (!x) {
+  if (nr_kept > 0) {
+    x = kept[--nr_kept];
+    x->own.n = 0;
+  }
+  else if (!(x = calloc (1, sizeof *x))) {
     nbdkit_error ("nbdkit_extents_new: malloc: %m");
     return NULL;
   }
@@ -67,7 +121,7 @@ nbdkit_extents_new (uint64_t start, uint64_t end)
 void
 nbdkit_extents_free (struct nbdkit_extents *x)
 {
-  if (x) {
+  if (x && !keep_list (x)) {
     free (x->own.v);
     free (x);
   }
