@@ -307,7 +307,7 @@ run_case () {
   log "$name: ubdkit serve ${fargs[*]} file file=IMG ${bargs[*]}"
   LD_PRELOAD="$ALLOC_COUNTER" UBDKIT_ALLOC_LOG="$alog" \
     UBDKIT_ALLOC_TRACE="$ALLOC_TRACE" \
-    "$UBDKIT" serve -U "$sock" "${fargs[@]}" file "file=$img" "${bargs[@]}" \
+    "$UBDKIT" serve --log=stderr -U "$sock" "${fargs[@]}" file "file=$img" "${bargs[@]}" \
     2> "$slog" &
   server_pid=$!
   for (( i = 0; i < 400; i++ )); do
