@@ -26,12 +26,18 @@ static void arm_wakeup (struct loop *l);
 void
 loop_post (struct loop *l, struct loop_work *w)
 {
+  bool first;
+
   w->next = NULL;
   pthread_mutex_lock (&l->lock);
+  first = l->posted_head == NULL;
   *l->posted_tail = w;
   l->posted_tail = &w->next;
   pthread_mutex_unlock (&l->lock);
-  loop_wake (l);
+  /* Work already waiting has woken the loop, which has not yet taken the
+   * list (run_posted takes all of it): one wake-up is enough. */
+  if (first)
+    loop_wake (l);
 }
 
 static void

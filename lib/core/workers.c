@@ -17,9 +17,11 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 
 #include "log.h"
 #include "loop.h"
@@ -34,8 +36,81 @@ static struct {
   pthread_cond_t sync_cond;     /* synchronous connects wait here */
   pthread_t *threads;
   unsigned n;
+  /* How many to wake (see wake_for_queue). */
+  unsigned queued;              /* requests on the list */
+  unsigned sleepers;            /* workers waiting on cond */
+  unsigned waking;              /* of those, signalled and not yet up */
+  unsigned to_signal;           /* signals owed, sent after unlocking */
+  unsigned executing;            /* requests in the backend now */
+  uint64_t svc_ns;              /* a request's time in the backend */
+  uint64_t win_min;             /* the shortest in this window */
+  unsigned win_count;
 } W = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
         .sync_cond = PTHREAD_COND_INITIALIZER };
+
+/* Waking a sleeping worker costs a context switch on each side, and on a
+ * virtual machine an IPI and the other CPU's exit from idle: some tens of
+ * microseconds of CPU that the loops and the awake workers could have
+ * used.  A request from a fast backend (memory, a file in the page cache,
+ * a pass-through filter) takes a few microseconds, so waking a worker for
+ * each queued request, as a plain condition-variable pool does, spends
+ * more on waking than on serving: with eight workers a 4k QD32 load cost
+ * 1.5 context switches per request.  So the pool wakes only as many
+ * workers as the queue needs: enough, beside those already in the backend,
+ * to drain what is queued within about the cost of one wake-up, at the
+ * backend time a request takes when nothing contends (update_svc).
+ * A slow backend (a network plugin, a sleep) therefore gets a worker for
+ * every queued request, as before; a fast one gets one or two.
+ *
+ * The estimate is history, and a backend that was fast may hang in a call.
+ * The workers in the backend are not counted as able to take the queue, so
+ * while requests are queued at least one worker is up and free to take
+ * them (or none is left asleep): a request that hangs holds only its own
+ * worker, never the queue behind it (tests/test-workers-stall.sh). */
+#define WAKE_NS 20000
+
+/* Wake one sleeping worker that is not already being woken.  Under
+ * W.lock; the signal goes out in unlock_and_wake, once the lock is free,
+ * so that the worker does not wake only to wait for the lock. */
+static bool
+kick (void)
+{
+  if (W.sleepers <= W.waking)
+    return false;
+  W.waking++;
+  W.to_signal++;
+  return true;
+}
+
+static void
+unlock_and_wake (void)
+{
+  unsigned n = W.to_signal;
+
+  W.to_signal = 0;
+  pthread_mutex_unlock (&W.lock);
+  while (n--)
+    pthread_cond_signal (&W.cond);
+}
+
+/* Wake workers until enough are up for what is queued.  Under W.lock. */
+static void
+wake_for_queue (void)
+{
+  unsigned up = W.n - W.sleepers + W.waking;
+  uint64_t need, want;
+
+  if (W.queued == 0)
+    return;
+  need = (W.queued * W.svc_ns + WAKE_NS - 1) / WAKE_NS;
+  if (need == 0)
+    need = 1;
+  if (need > W.queued)
+    need = W.queued;
+  want = W.executing + need;
+  while (up < want && kick ())
+    up++;
+}
 
 bool
 backend_needs_workers (const struct backend *b)
@@ -88,7 +163,7 @@ admit (struct backend_conn *bc)
   }
   b->nr_conns++;
   push_conn (&W.conn_head, &W.conn_tail, bc);
-  pthread_cond_signal (&W.cond);
+  kick ();
 }
 
 /* A connection of B ended (or never began): the next waiting may run. */
@@ -153,7 +228,7 @@ run_conn_job (struct backend_conn *bc)
       (bc->job == BACKEND_JOB_CONNECT && r < 0)) {
     pthread_mutex_lock (&W.lock);
     release (bc->b);
-    pthread_mutex_unlock (&W.lock);
+    unlock_and_wake ();
   }
   finish (bc, r);
 }
@@ -176,9 +251,9 @@ start_conn_job (struct backend_conn *bc)
     admit (bc);
   else {
     push_conn (&W.conn_head, &W.conn_tail, bc);
-    pthread_cond_signal (&W.cond);
+    kick ();
   }
-  pthread_mutex_unlock (&W.lock);
+  unlock_and_wake ();
 }
 
 /* BC starts a job from a loop (L) or, with L NULL, a blocking caller.
@@ -315,18 +390,49 @@ backend_disconnect (struct backend_conn *bc)
 
 /* The workers. */
 
+/* The backend time of a request, as the shortest over the last window of
+ * requests (WINDOW to twice that): what a request costs when nothing
+ * contends.  An average would follow contention instead (eight workers
+ * writing to one file wait on its inode lock), and waking more workers
+ * for it would feed it.  Under W.lock. */
+#define WINDOW 64
+
+static void
+update_svc (uint64_t spent)
+{
+  if (spent < W.win_min)
+    W.win_min = spent;
+  if (++W.win_count == WINDOW) {
+    W.svc_ns = W.win_min;
+    W.win_min = UINT64_MAX;
+    W.win_count = 0;
+  }
+  else if (W.win_min < W.svc_ns)
+    W.svc_ns = W.win_min;
+}
+
 /* Take the next job: a connection's first (handshakes wait for it), else a
- * request.  Returns false when stopping with nothing left. */
+ * request.  SPENT is how long the worker's last request took in the
+ * backend (0: none).  Returns false when stopping with nothing left. */
 static bool
-next_job (struct backend_conn **bc, struct backend_io **io)
+next_job (struct backend_conn **bc, struct backend_io **io, uint64_t spent)
 {
   bool more = true;
 
   *bc = NULL;
   *io = NULL;
   pthread_mutex_lock (&W.lock);
-  while (!W.head && !W.conn_head && !W.stop)
+  if (spent) {
+    W.executing--;
+    update_svc (spent);
+  }
+  while (!W.head && !W.conn_head && !W.stop) {
+    W.sleepers++;
     pthread_cond_wait (&W.cond, &W.lock);
+    W.sleepers--;
+    if (W.waking)
+      W.waking--;
+  }
   if (W.conn_head)
     *bc = pop_conn (&W.conn_head, &W.conn_tail);
   else if (W.head) {
@@ -334,11 +440,23 @@ next_job (struct backend_conn **bc, struct backend_io **io)
     W.head = (*io)->next_io;
     if (!W.head)
       W.tail = NULL;
+    W.queued--;
+    W.executing++;
+    wake_for_queue ();
   }
   else
     more = false;
-  pthread_mutex_unlock (&W.lock);
+  unlock_and_wake ();
   return more;
+}
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * UINT64_C (1000000000) + ts.tv_nsec;
 }
 
 static void *
@@ -346,15 +464,21 @@ worker_main (void *arg)
 {
   struct backend_conn *bc;
   struct backend_io *io;
+  uint64_t spent = 0, start;
 
   log_set_thread_name ("worker");
   prctl (PR_SET_NAME, "worker");
-  while (next_job (&bc, &io)) {
+  while (next_job (&bc, &io, spent)) {
+    spent = 0;
     if (bc) {
       run_conn_job (bc);
       continue;
     }
+    start = now_ns ();
     io->result = backend_call (io->backend, io, io->ext);
+    spent = now_ns () - start;
+    if (spent == 0)
+      spent = 1;
     io->work.fn = worker_done;
     loop_post (io->loop, &io->work);
   }
@@ -379,8 +503,9 @@ backend_workers_run (const struct backend *b, struct loop *l,
   else
     W.head = io;
   W.tail = io;
-  pthread_cond_signal (&W.cond);
-  pthread_mutex_unlock (&W.lock);
+  W.queued++;
+  wake_for_queue ();
+  unlock_and_wake ();
 }
 
 int
@@ -394,6 +519,9 @@ backend_workers_start (unsigned n)
     return -1;
   }
   W.stop = false;
+  W.svc_ns = WAKE_NS;           /* until measured: a worker a request */
+  W.win_min = UINT64_MAX;
+  W.win_count = 0;
   for (W.n = 0; W.n < n; W.n++) {
     r = pthread_create (&W.threads[W.n], loop_thread_attr (), worker_main,
                         NULL);
