@@ -261,17 +261,18 @@ cmd_record_backend (uint32_t id, const char *args)
 }
 
 int
-cmd_wait_for_end (int sfd, int done_fd, int ctl_fd)
+cmd_wait_for_end (int sfd, int done_fd, int ctl_fd, int size_fd)
 {
-  struct pollfd p[3] = {
+  /* Absent descriptors (-1) are ignored by poll. */
+  struct pollfd p[4] = {
     { .fd = sfd, .events = POLLIN }, { .fd = done_fd, .events = POLLIN },
-    { .fd = ctl_fd, .events = POLLIN },
+    { .fd = ctl_fd, .events = POLLIN }, { .fd = size_fd, .events = POLLIN },
   };
 
   for (;;) {
     struct signalfd_siginfo si;
 
-    if (poll (p, ctl_fd >= 0 ? 3 : 2, -1) == -1)
+    if (poll (p, 4, -1) == -1)
       continue;
     if (p[1].revents & POLLIN) {
       log_info ("ublk: device stopped from outside");
@@ -287,6 +288,8 @@ cmd_wait_for_end (int sfd, int done_fd, int ctl_fd)
     }
     if (p[2].revents & POLLIN)
       return 1;
+    if (p[3].revents & POLLIN)
+      return 2;
   }
 }
 

@@ -32,6 +32,38 @@
 #define SYS_process_mrelease 448
 #endif
 
+/* The backend's size changed (an rbd image resized): the device follows,
+ * where the kernel can update a ublk device's size (UPDATE_SIZE), in
+ * whole logical blocks.  A shrink too: what was beyond is gone from the
+ * backend, and reads there would fail. */
+static void
+follow_size (int size_fd, struct ubdev *dev, struct backend *view)
+{
+  uint64_t v, have, lbs = view->min_block > 512 ? 4096 : 512, cur;
+  int r;
+
+  if (read (size_fd, &v, sizeof v) != sizeof v)
+    return;
+  have = backend_query_size (view);
+  have -= have % lbs;
+  cur = __atomic_load_n (&view->size, __ATOMIC_ACQUIRE);
+  if (have == cur || have == 0)
+    return;
+  if (!(ubdev_flags (dev) & UBLK_F_UPDATE_SIZE)) {
+    log_warn ("ublk: the backend is now %" PRIu64 " bytes, the device %"
+              PRIu64 ": this kernel cannot change a ublk device's size "
+              "(no UPDATE_SIZE); delete and add it again", have, cur);
+    return;
+  }
+  if (have < cur)
+    log_warn ("ublk: the backend shrank from %" PRIu64 " to %" PRIu64
+              " bytes: so does the device", cur, have);
+  r = ubdev_resize (dev, have);
+  if (r < 0)
+    log_error ("ublk: UPDATE_SIZE to %" PRIu64 " bytes: %s", have,
+               strerror (-r));
+}
+
 /* What the server child does: serve until stopped, then exit.  Never
  * returns. */
 static void __attribute__((noreturn))
@@ -43,7 +75,7 @@ server_main (const struct supervisor_config *cfg, struct backend *b,
   struct ubctl ctl;
   struct ubdev *dev;
   char line[64];
-  int r, ctl_fd;
+  int r, ctl_fd, size_fd;
 
   log_set_thread_name ("server");
   /* mlockall is not inherited through fork: lock again. */
@@ -72,7 +104,13 @@ server_main (const struct supervisor_config *cfg, struct backend *b,
   systemd_notify ("READY=1\nMAINPID=%d\nSTATUS=serving %s as /dev/ublkb%u",
                   (int) getppid (), b->args, ubdev_id (dev));
   ctl_fd = srvctl_listen (ubdev_id (dev));
-  while (cmd_wait_for_end (sfd, ubdev_done_fd (dev), ctl_fd) == 1) {
+  size_fd = b->ops->size_fd ? b->ops->size_fd (b->h) : -1;
+  while ((r = cmd_wait_for_end (sfd, ubdev_done_fd (dev), ctl_fd,
+                                size_fd)) > 0) {
+    if (r == 2) {
+      follow_size (size_fd, dev, &bc.view);
+      continue;
+    }
     switch (srvctl_handle (ctl_fd, dev, &bc.view)) {
     case SRVCTL_CONTINUE:
       continue;

@@ -17,8 +17,9 @@ int cmd_upgrade (int argc, char **argv);
 void cmd_record_backend (uint32_t id, const char *args);
 /* Serve until a signal on SFD or until DONE_FD says the device stopped
  * (returns 0), or until the control socket CTL_FD (or -1) has a client
- * (returns 1). */
-int cmd_wait_for_end (int sfd, int done_fd, int ctl_fd);
+ * (returns 1), or the backend's SIZE_FD (or -1) says its size may have
+ * changed (returns 2). */
+int cmd_wait_for_end (int sfd, int done_fd, int ctl_fd, int size_fd);
 
 /* Where `add` records each device's backend, for `list`. */
 #define UBDKIT_RUNDIR "/run/ubdkit"

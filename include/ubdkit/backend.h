@@ -190,6 +190,11 @@ struct backend_ops {
                        struct backend_conn *bc);
 
   uint64_t (*get_size) (void *h);
+  /* BACKEND_LIVE_SIZE backends that learn of a change (optional): a file
+   * descriptor that turns readable (an eventfd: read it to rearm) when the
+   * size may have changed; get_size then tells.  A ublk device follows it
+   * (daemon/supervisor.c). */
+  int (*size_fd) (void *h);
   uint32_t (*get_caps) (void *h);     /* BACKEND_CAN_* */
   /* Block size constraints (optional): minimum, preferred, maximum. */
   void (*block_size) (void *h, uint32_t *min, uint32_t *pref, uint32_t *max);

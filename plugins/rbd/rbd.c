@@ -84,6 +84,7 @@ rbd_config (const struct backend_param *p, size_t n, bool readonly)
   d->id = dup_or_null (id && *id ? id : NULL);
   d->readonly = readonly || b == 1 || d->snap;
   d->efd = -1;
+  d->size_efd = -1;
   pthread_mutex_init (&d->lock, NULL);
   return d;
 }
@@ -108,10 +109,15 @@ header_changed (void *arg)
   if (rbd_ceph.rbd_get_size (d->image, &size) < 0)
     return;
   old = atomic_exchange (&d->size, size);
-  if (old != size)
+  if (old != size) {
+    uint64_t one = 1;
+
     log_info ("rbd: %s/%s: size %" PRIu64 " -> %" PRIu64 " bytes (new "
-              "connections see it; a ublk device with `ubdkit resize`)",
+              "connections see it, and a ublk device)",
               d->pool, d->image_name, old, size);
+    if (d->size_efd >= 0 && write (d->size_efd, &one, sizeof one) < 0)
+      log_warn ("rbd: size eventfd: %m");
+  }
 }
 
 /* The stack of each thread librados and librbd start.  They take the
@@ -210,6 +216,14 @@ open_image (struct rbd_disk *d)
 }
 
 static int
+rbd_size_fd (void *h)
+{
+  struct rbd_disk *d = h;
+
+  return d->size_efd;
+}
+
+static int
 rbd_open_backend (void *h)
 {
   struct rbd_disk *d = h;
@@ -234,6 +248,11 @@ rbd_open_backend (void *h)
   }
   /* A snapshot never changes size; the head may. */
   if (!d->snap) {
+    d->size_efd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (d->size_efd == -1) {
+      log_error ("rbd: eventfd: %m");
+      return -1;
+    }
     r = rbd_ceph.rbd_update_watch (d->image, &d->watch_handle,
                                    header_changed, d);
     if (r < 0)
@@ -258,6 +277,8 @@ rbd_close_backend (void *h)
     rbd_ceph.rbd_close (d->image);
   if (d->efd >= 0)
     close (d->efd);
+  if (d->size_efd >= 0)
+    close (d->size_efd);
   if (d->have_ioctx)
     rbd_ceph.rados_ioctx_destroy (d->ioctx);
   if (d->have_cluster)
@@ -447,6 +468,7 @@ const struct backend_ops rbd_backend_ops = {
   .open = rbd_open_backend,
   .close = rbd_close_backend,
   .get_size = rbd_get_size_cb,
+  .size_fd = rbd_size_fd,
   .get_caps = rbd_get_caps,
   .pread = rbd_pread_cb,
   .pwrite = rbd_pwrite_cb,

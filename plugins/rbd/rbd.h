@@ -41,6 +41,7 @@ struct rbd_disk {
   bool have_cluster, connected, have_ioctx, watching;
   uint64_t watch_handle;
   int efd;                      /* librbd's completion notification */
+  int size_efd;                 /* the size changed (size_fd) */
   /* The image's size: set at open, updated by the header watch. */
   _Atomic uint64_t size;
   /* Pollers: appended under lock, read without (nr published last). */
