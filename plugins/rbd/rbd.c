@@ -17,7 +17,7 @@
  * librbd's cache is per handle, so a flush on any connection covers the
  * writes of all (multi-conn is safe).  The size follows the image: the
  * header watch reads it again, each new connection sees it
- * (BACKEND_LIVE_SIZE), and `ubdkit resize` passes it to a ublk device.
+ * (BACKEND_LIVE_SIZE), and a ublk device follows it (size_fd).
  */
 #include <config.h>
 
