@@ -5,6 +5,7 @@
 . "$VMLIB"
 conf=/etc/ceph/vm.conf
 : > /tmp/results
+# Appended to by every script; each writes the whole file to /dev/vda.
 result () { echo "$*" >> /tmp/results; }
 dev_md5 () { dd if="$1" bs=1M iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1; }
 
@@ -85,10 +86,13 @@ add_dev dev rbd pool=rbd image=raw snapshot=s1 conf=$conf
 check_ro "$dev" "$SNAP_MD5" "snapshot=s1"
 del_dev "$dev"
 ok "rbd/raw@s1: read-only, reads as at the snapshot"
-add_dev dev rbd pool=rbd image=raw readonly=true conf=$conf
+# With --io-flusher=off, so that the check above can fail: every thread,
+# Ceph's too, then has the flags clear.
+add_dev dev --io-flusher=off rbd pool=rbd image=raw readonly=true conf=$conf
 check_ro "$dev" "$raw" "readonly=true"
+check_flusher "$(server_pid "$dev")" clear "rbd add --io-flusher=off"
 del_dev "$dev"
-ok "rbd/raw readonly=true: read-only, reads as written"
+ok "rbd/raw readonly=true: read-only, reads as written; with --io-flusher=off every thread has the flags clear"
 
 dd if=/tmp/results of=/dev/vda conv=notrunc 2>/dev/null || fail "cannot write the results to /dev/vda"
 sync
