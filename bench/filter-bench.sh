@@ -59,6 +59,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 : "${UBDKIT:=$top/ubdkit}"
 : "${BENCH_RUNTIME:=10}"
@@ -101,32 +103,6 @@ cleanup () {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-# server_alive PID: exists and is not a zombie.
-server_alive () {
-  local stat
-  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  stat=${stat##*) }
-  [ "${stat:0:1}" != Z ]
-}
-
-# stop_pid PID: SIGTERM, SIGKILL after 10 s.
-stop_pid () {
-  local i
-  kill -TERM "$1" 2>/dev/null || return 0
-  for (( i = 0; i < 100; i++ )); do server_alive "$1" || break; sleep 0.1; done
-  server_alive "$1" && kill -KILL "$1" 2>/dev/null
-  wait "$1" 2>/dev/null || true
-}
-
-# cpu_ticks PID: utime+stime, fields 14 and 15 (after the comm field).
-cpu_ticks () {
-  local stat rest
-  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  rest=${stat##*) }
-  # shellcheck disable=SC2086
-  set -- $rest
-  echo $(( ${12} + ${13} ))
-}
 
 # chain_args CHAIN: "FILTER-OPTIONS|BOTTOM|ARGS" (ARGS for both servers).
 chain_args () {
@@ -162,40 +138,10 @@ start () {
       memory) cmd=(nbdkit -f --exit-with-parent -U "$sock" $filters memory "size=$BENCH_SIZE" $args) ;;
     esac
   fi
-  cmd_of[$name]="${cmd[*]}"
   log_of[$name]=$scratch/${chain}.$who.log
-  uri_of[$name]="nbd+unix:///?socket=$sock"
-  log "starting $name: ${cmd[*]}"
-  "${cmd[@]}" </dev/null >"${log_of[$name]}" 2>&1 &
-  pid_of[$name]=$!
-  for (( i = 0; i < 300; i++ )); do
-    server_alive "${pid_of[$name]}" || break
-    [ -S "$sock" ] && nbdinfo --size "${uri_of[$name]}" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  log "$name did not start; its log:"; sed 's/^/    /' "${log_of[$name]}" >&2
-  stop_pid "${pid_of[$name]}"
-  unset "pid_of[$name]"
-  return 1
+  launch "$name" "$sock" "${cmd[@]}"
 }
 
-workload_args () {
-  case $1 in
-    rr4k-qd32) echo "--rw=randread  --bs=4k --iodepth=32 --norandommap" ;;
-    rw4k-qd32) echo "--rw=randwrite --bs=4k --iodepth=32 --norandommap" ;;
-    sr1m-qd8)  echo "--rw=read  --bs=1M --iodepth=8" ;;
-    sw1m-qd8)  echo "--rw=write --bs=1M --iodepth=8" ;;
-    *) return 1 ;;
-  esac
-}
-workload_desc () {
-  case $1 in
-    rr4k-qd32) echo "4k rand read QD32" ;;
-    rw4k-qd32) echo "4k rand write QD32" ;;
-    sr1m-qd8)  echo "1M seq read QD8" ;;
-    sw1m-qd8)  echo "1M seq write QD8" ;;
-  esac
-}
 fio_timeout=$(( BENCH_RUNTIME * 3 + 60 ))
 
 run_fio () {
@@ -297,45 +243,14 @@ for w in $BENCH_WORKLOADS; do
   done
 done
 
-for s in "${servers[@]}"; do
-  [ -n "${pid_of[$s]:-}" ] || continue
-  stop_pid "${pid_of[$s]}"
-  unset "pid_of[$s]"
-  while IFS= read -r line; do
-    notes+=("$s logged: \`${line:0:240}\`")
-  done < <(grep -aiE 'error|fail|fatal|abort|assert|stall' "${log_of[$s]}" |
-           awk '!seen[$0]++' | head -n 5)
-done
+stop_all_and_note "${servers[@]}"
 
 # Medians over the rounds: server workload status iops mibs p99 cpu/req cpu%.
 table=$scratch/table.tsv
-/usr/bin/python3 - "$results" >"$table" <<'EOF'
-import statistics, sys
-rows, order = {}, []
-for line in open(sys.argv[1]):
-    f = line.rstrip("\n").split("\t")
-    k = (f[0], f[1])
-    if k not in rows:
-        rows[k] = []
-        order.append(k)
-    rows[k].append(f)
-for k in order:
-    rs = rows[k]
-    bad = [r for r in rs if r[2] not in ("ok", "io-errors")]
-    if bad:
-        print("\t".join(bad[0][:3]))
-        continue
-    def med(i, fmt):
-        v = [float(r[i]) for r in rs if r[i] not in ("", "-")]
-        return fmt % statistics.median(v) if v else "-"
-    st = "io-errors" if any(r[2] == "io-errors" for r in rs) else "ok"
-    print("\t".join([k[0], k[1], st, med(3, "%.0f"), med(4, "%.1f"), med(5, "%.0f"),
-                     med(6, "%.2f"), med(7, "%.0f")]))
-EOF
+medians "$results" %.0f %.1f %.0f %.2f %.0f >"$table"
 t_end=$(date +%s)
 loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
-pkgver () { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "not installed"; }
 descs () { local w; for w in $BENCH_WORKLOADS; do printf '%s=%s|' "$w" "$(workload_desc "$w")"; done; }
 
 report () {
@@ -403,13 +318,7 @@ report () {
   fi
 }
 
-if [ -z "${BENCH_RESULTS:-}" ]; then
-  mkdir -p "$here/results"
-  base=$here/results/filters-$(date +%Y-%m-%d)
-  BENCH_RESULTS=$base.md
-  i=2
-  while [ -e "$BENCH_RESULTS" ]; do BENCH_RESULTS=$base-$i.md; i=$((i + 1)); done
-fi
+BENCH_RESULTS=$(results_file filters)
 report | tee "$BENCH_RESULTS"
 log "results written to $BENCH_RESULTS"
 [ "$failures" = 0 ]
