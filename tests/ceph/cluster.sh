@@ -16,7 +16,9 @@
 #   cluster.sh start-osd DIR   start it again, wait until the map says up
 #   cluster.sh kill-mon DIR / start-mon DIR: the same for the monitor
 #
-# --store memstore (the default) keeps the OSD's objects in its memory: the
+# --store memstore (the default) keeps the OSD's objects in its memory, at
+# most 1 GiB of them (CLUSTER_MEMSTORE_BYTES=N for more; a full OSD blocks
+# every write, it does not fail it): the
 # fastest to start, but an OSD restart loses every object, so the restart
 # test uses bluestore, on a sparse file in DIR.  --addr binds the daemons to
 # another of this machine's addresses than 127.0.0.1 (for a VM guest that
@@ -151,7 +153,7 @@ osd objectstore = $store
 osd memory target = 268435456
 osd scrub begin hour = 0
 osd scrub end hour = 0
-memstore device bytes = 1073741824
+memstore device bytes = ${CLUSTER_MEMSTORE_BYTES:-1073741824}
 bluestore block path = $dir/osd/block
 bluestore block create = true
 bluestore block size = 10737418240
