@@ -36,6 +36,7 @@ make_tmpdir
 
 first_bad=0
 results=()
+bad=()
 for s in $scenarios; do
   rm -f "$disks"/*.img
   truncate -s 1G "$disks/a.img" "$disks/b.img"
@@ -73,11 +74,20 @@ for s in $scenarios; do
   else outcome="fail (status $st)"; fi
   results+=("RESULT $s ${UBDKIT_PROT:+unprotected }${UBDKIT_PROT:-protected}: $outcome${time:+, hog/write phase $time s}")
   if [ $st != 0 ]; then
-    echo "--- $s: console tail"
-    tail -n 80 "$tmp/$s.log" | sed 's/^/  | /'
+    bad+=("$s")
     [ -n "${VM_SWAP_KEEP_LOGS:-}" ] && cp "$tmp/$s.log" "$VM_SWAP_KEEP_LOGS/$s.log"
     [ $first_bad = 0 ] && first_bad=$st
   fi
+done
+# The failed scenarios' consoles last, so that the end of this test's log
+# (all a CI summary shows) holds them: the guest's blocked tasks (SysRq w,
+# sent by vm-run's watchdog before the timeout) and the console's tail.
+for s in "${bad[@]}"; do
+  echo "--- $s: blocked tasks (SysRq w) and the server's threads"
+  awk '/VMTEST TIMEOUT/ { on = 1 } on && /task:| [a-z_.]+\+0x[0-9a-f]+\/0x/' "$tmp/$s.log" |
+    head -n 120 | sed 's/^/  | /'
+  echo "--- $s: console tail"
+  tail -n 60 "$tmp/$s.log" | sed 's/^/  | /'
 done
 printf '%s\n' "${results[@]}"
 [ "$report" = 1 ] && exit 0
