@@ -76,22 +76,9 @@ rbd create --size 64M rbd/rst || fail "rbd create rbd/rst"
 rbd create --size 256M rbd/mp || fail "rbd create rbd/mp"
 snap_md5=$(md5sum < "$tmp/raw.src" | cut -d' ' -f1)
 
-# The guest's client configuration: the monitor, no auth, its log and
-# admin socket under /tmp, and a start that gives up in 60 s, not 300.
-cat > "$tmp/vm.conf" <<EOC
-[global]
-mon host = $monhost
-auth cluster required = none
-auth service required = none
-auth client required = none
-ms bind ipv6 = false
-client mount timeout = 60
-log file = /tmp/ceph-client.log
-log to stderr = false
-err to stderr = false
-admin socket = /tmp/ceph-client.asok
-run dir = /tmp
-EOC
+# The guest's client configuration (the monitor, no auth, its log and
+# admin socket under /tmp).
+ceph_cluster guest-conf > "$tmp/vm.conf" || fail "cluster.sh guest-conf"
 
 # Ceph's client libraries, dlopened by the daemon (plugins/rbd/lib.c).
 libs=()

@@ -15,6 +15,10 @@
 #   cluster.sh kill-osd DIR    SIGKILL the OSD (a crash), wait until it is gone
 #   cluster.sh start-osd DIR   start it again, wait until the map says up
 #   cluster.sh kill-mon DIR / start-mon DIR: the same for the monitor
+#   cluster.sh guest-conf DIR  print a ceph.conf for a client elsewhere (a
+#       VM guest): the monitor's address, no auth, the client's log and
+#       admin socket (one per process) under /tmp, and a start that gives
+#       up in 60 s, not 300
 #
 # --store memstore (the default) keeps the OSD's objects in its memory, at
 # most 1 GiB of them (CLUSTER_MEMSTORE_BYTES=N for more; a full OSD blocks
@@ -32,7 +36,7 @@ set -eu
 
 usage () {
   echo "usage: $0 start DIR [--store memstore|bluestore] [--addr IP]" >&2
-  echo "       $0 stop|kill-osd|start-osd|kill-mon|start-mon DIR" >&2
+  echo "       $0 stop|kill-osd|start-osd|kill-mon|start-mon|guest-conf DIR" >&2
   exit 2
 }
 
@@ -227,8 +231,29 @@ do_stop () {
   rm -rf "$dir"
 }
 
+guest_conf () {
+  local monhost
+  monhost=$(sed -n 's/^mon host = //p' "$dir/ceph.conf")
+  [ -n "$monhost" ] || { say "no cluster in $dir"; exit 1; }
+  cat <<EOC
+[global]
+mon host = $monhost
+auth cluster required = none
+auth service required = none
+auth client required = none
+ms bind ipv6 = false
+client mount timeout = 60
+log file = /tmp/ceph-client.log
+log to stderr = false
+err to stderr = false
+admin socket = /tmp/ceph-client.\$pid.asok
+run dir = /tmp
+EOC
+}
+
 case $cmd in
   start) do_start "$@" ;;
+  guest-conf) guest_conf ;;
   stop) do_stop ;;
   kill-osd) kill_daemon osd.0 ;;
   start-osd) start_osd ;;
