@@ -16,7 +16,9 @@
 # rbd-nbd, Ceph's own NBD server, cannot be measured here: it serves only
 # the kernel's NBD client (it attaches /dev/nbdN itself; it has no NBD
 # socket of its own for fio's libnbd to connect to), and this machine's
-# kernel has no nbd driver.  docs/ceph.md says so.
+# kernel has no nbd driver; bench/rbd-vm-bench.sh measures it in the test
+# VM, against ubdkit's ublk device and ubdkit behind the kernel's NBD
+# client.
 #
 # The cluster is tests/ceph/cluster.sh's: one monitor, one OSD, memstore
 # by default, sized for the images (BENCH_STORE=bluestore: a sparse file on
