@@ -31,10 +31,15 @@
 # Environment:
 #   UBDKIT=PATH           the ubdkit binary (default <repo>/ubdkit)
 #   BENCH_RUNTIME=S       seconds per fio run (default 8)
-#   BENCH_ROUNDS=N        turns per server and workload (default 3)
+#   BENCH_ROUNDS=N        turns per server and workload (default 4: each
+#                         server takes each place in the order once)
 #   BENCH_SIZE=MiB        image size in MiB (default 128)
 #   BENCH_SERVERS="..."   subset of: ublk ubdkit-nbd rbd-nbd qemu-nbd
 #   BENCH_WORKLOADS="..." subset of: rr4k-qd32 rw4k-qd32 sr1m-qd8 sw1m-qd8
+#   BENCH_STORE=bluestore|memstore  the OSD's object store (default
+#                         bluestore, on a sparse file under /var/tmp: a
+#                         memstore OSD slows down run by run under random
+#                         4 KiB writes, bench/results/rbd-2026-12-04-2.md)
 #   BENCH_RESULTS=FILE    report (default bench/results/rbd-vm-DATE.md)
 #   BENCH_KEEP=1          keep the scratch dir
 # Exit status: 0 if every server ran every workload, 1 otherwise (the
@@ -45,8 +50,8 @@ top=$(cd "$here/.." && pwd)
 # shellcheck source=bench/lib.sh
 . "$here/lib.sh"
 : "${UBDKIT:=$top/ubdkit}"
-: "${BENCH_RUNTIME:=8}" "${BENCH_ROUNDS:=3}" "${BENCH_SIZE:=128}" "${BENCH_KEEP:=0}"
-: "${BENCH_SERVERS:=ublk ubdkit-nbd rbd-nbd qemu-nbd}"
+: "${BENCH_RUNTIME:=8}" "${BENCH_ROUNDS:=4}" "${BENCH_SIZE:=128}" "${BENCH_KEEP:=0}"
+: "${BENCH_SERVERS:=ublk ubdkit-nbd rbd-nbd qemu-nbd}" "${BENCH_STORE:=bluestore}"
 : "${BENCH_WORKLOADS:=rr4k-qd32 rw4k-qd32 sr1m-qd8 sw1m-qd8}"
 export UBDKIT
 addr=10.99.0.1
@@ -83,9 +88,9 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 n=$(wc -w <<<"$BENCH_SERVERS")
-log "starting a one-OSD memstore cluster on $addr"
+log "starting a one-OSD $BENCH_STORE cluster on $addr"
 env_out=$(CLUSTER_MEMSTORE_BYTES=$(( (2 * n * BENCH_SIZE + 256) << 20 )) \
-          "$top/tests/ceph/cluster.sh" start "$cluster" --addr "$addr") ||
+          "$top/tests/ceph/cluster.sh" start "$cluster" --addr "$addr" --store "$BENCH_STORE") ||
   die "the cluster did not start"
 cluster_up=1
 eval "$env_out"
@@ -128,10 +133,10 @@ tar -xf "$scratch/results.img" -C "$scratch/out" || die "no results from the gue
 
 kver=$(grep -m1 -oE 'kernel [^;]+' "$scratch/vm.log" | cut -d' ' -f2)
 /usr/bin/python3 - "$scratch/out" "$BENCH_RESULTS" "$BENCH_SERVERS" "$BENCH_WORKLOADS" \
-  "$BENCH_ROUNDS" "$BENCH_RUNTIME" "$BENCH_SIZE" "$kver" \
+  "$BENCH_ROUNDS" "$BENCH_RUNTIME" "$BENCH_SIZE" "$kver" "$BENCH_STORE" \
   "$("$UBDKIT" --version 2>/dev/null | sed -n 1p), rbd-nbd $(pkgver rbd-nbd), qemu-nbd $(pkgver qemu-utils), librbd $(pkgver librbd1), fio $(pkgver fio)" <<'PY'
 import json, os, statistics, sys
-out, dest, servers, workloads, rounds, runtime, size, kver, vers = sys.argv[1:]
+out, dest, servers, workloads, rounds, runtime, size, kver, store, vers = sys.argv[1:]
 servers, workloads = servers.split(), workloads.split()
 desc = {"rr4k-qd32": "4k rand read QD32", "rw4k-qd32": "4k rand write QD32",
         "sr1m-qd8": "1M seq read QD8", "sw1m-qd8": "1M seq write QD8"}
@@ -171,8 +176,8 @@ fmt = lambda v, f: "-" if v is None else f % v
 ratio = lambda a, b: "-" if a is None or b is None or b == 0 else "%.2f" % (a / b)
 L = ["# rbd in a VM: ubdkit (ublk and NBD) against rbd-nbd and qemu-nbd", "",
      "bench/rbd-vm-bench.sh: guest kernel %s under qemu TCG (2 vCPUs, 2048 MiB), "
-     "the cluster (1 mon, 1 memstore OSD) on the host through slirp; images of %s MiB, "
-     "fio libaio O_DIRECT, %s rounds of %s s, servers taking turns; medians." % (kver, size, rounds, runtime),
+     "the cluster (1 mon, 1 %s OSD) on the host through slirp; images of %s MiB, "
+     "fio libaio O_DIRECT, %s rounds of %s s, servers taking turns; medians." % (kver, store, size, rounds, runtime),
      "", vers, "",
      "CPU/req: the server process's utime+stime (every thread, librbd's included) over the "
      "requests fio completed, in emulated-CPU microseconds; guest CPU/req: all of the guest's "
