@@ -251,8 +251,6 @@ medians "$results" %.0f %.1f %.0f %.2f %.0f >"$table"
 t_end=$(date +%s)
 loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
-descs () { local w; for w in $BENCH_WORKLOADS; do printf '%s=%s|' "$w" "$(workload_desc "$w")"; done; }
-
 report () {
   local s
   echo "# nbdkit filter chains: ubdkit vs nbdkit"

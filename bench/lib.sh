@@ -132,3 +132,6 @@ workload_desc () {
     sw1m-qd8)  echo "1M seq write QD8" ;;
   esac
 }
+# descs: "WORKLOAD=DESCRIPTION|" for each of BENCH_WORKLOADS, for the
+# reports' awk to split.
+descs () { local w; for w in $BENCH_WORKLOADS; do printf '%s=%s|' "$w" "$(workload_desc "$w")"; done; }

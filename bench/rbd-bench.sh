@@ -257,8 +257,6 @@ medians "$results" %.0f %.1f %.0f %.2f %.0f %.2f %.2f >"$table"
 t_end=$(date +%s)
 loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
-descs () { local w; for w in $BENCH_WORKLOADS; do printf '%s=%s|' "$w" "$(workload_desc "$w")"; done; }
-
 report () {
   local s
   echo "# Ceph RBD over NBD: ubdkit vs qemu-nbd, with librbd alone as the floor"
@@ -283,7 +281,7 @@ report () {
   for s in "${servers[@]}"; do echo "- $s: \`${cmd_of[$s]:-(not run)}\`"; done
   echo
   echo "fio: \`fio --ioengine=nbd --uri=nbd+unix:///?socket=SOCK --time_based --runtime=$BENCH_RUNTIME --group_reporting\` and the workload's options, one connection (fio-rbd: the rbd engine instead)."
-  echo "rbd-nbd is not in the table: it serves only the kernel's NBD client, which this machine's kernel lacks (docs/ceph.md)."
+  echo "rbd-nbd is not in the table: it serves only the kernel's NBD client, which this machine's kernel lacks; bench/rbd-vm-bench.sh measures it in the test VM (docs/ceph.md)."
   echo
   echo "## Ratios"
   echo

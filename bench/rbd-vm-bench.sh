@@ -117,7 +117,7 @@ qmod=$(ls /usr/lib/x86_64-linux-gnu/qemu/block-rbd.so 2>/dev/null) ||
   die "qemu's rbd driver is not installed (Debian: qemu-block-extra)"
 carry+=(--carry fio --carry rbd-nbd --carry nbd-client --carry qemu-nbd --carry "$qmod")
 truncate -s 32M "$scratch/results.img"
-timeout=$(( 300 + 4 * 4 * BENCH_ROUNDS * (BENCH_RUNTIME + 15) ))
+timeout=$(( 300 + n * $(wc -w <<<"$BENCH_WORKLOADS") * BENCH_ROUNDS * (BENCH_RUNTIME + 15) ))
 log "guest: servers '$BENCH_SERVERS', workloads '$BENCH_WORKLOADS', $BENCH_ROUNDS rounds of $BENCH_RUNTIME s"
 st=0
 "$vm/vm-run" --net --mem 2048 --timeout $timeout \

@@ -17,9 +17,11 @@ mkdir -p $out
 
 note () { echo "$*"; echo "$*" >> $out/notes; }
 ticks () { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo -; }
+# var NAME: NAME with _ for -, for a shell variable's name.
+var () { echo "$1" | tr - _; }
 # args WORKLOAD: its fio options (bench/lib.sh's workload_args, passed by
 # the host as ARGS_<workload with _ for ->).
-args () { eval "echo \"\$ARGS_$(echo "$1" | tr - _)\""; }
+args () { eval "echo \"\$ARGS_$(var "$1")\""; }
 wait_size () {
   for _i in $(seq 100); do
     [ "$(blockdev --getsize64 "$1" 2>/dev/null || echo 0)" -gt 0 ] && return 0
@@ -28,7 +30,11 @@ wait_size () {
   return 1
 }
 
-declare_dev () { eval "dev_$1=$2 pid_$1=$3"; note "server $1 $2 pid $3"; }
+# declare_dev SERVER DEV PID / dev_pid SERVER: a server's device and pid,
+# kept in dev_<name> and pid_<name> (the name with _ for -), and read
+# back into d and p.
+declare_dev () { eval "dev_$(var "$1")=$2 pid_$(var "$1")=$3"; note "server $1 $2 pid $3"; }
+dev_pid () { eval "d=\$dev_$(var "$1") p=\$pid_$(var "$1")"; }
 up () {
   case $1 in
     ublk)
@@ -42,19 +48,19 @@ up () {
       nbd-client -unix -N '' -b 4096 /tmp/unbd.sock /dev/nbd1 > /tmp/unbd-client.log 2>&1 ||
         { cat /tmp/unbd.log /tmp/unbd-client.log; return 1; }
       wait_size /dev/nbd1 || return 1
-      declare_dev ubdkit_nbd /dev/nbd1 $p ;;
+      declare_dev ubdkit-nbd /dev/nbd1 $p ;;
     rbd-nbd)
       d=$(rbd-nbd map --conf $conf --device /dev/nbd0 rbd/b-rbd-nbd 2>/tmp/rbd-nbd.err) ||
         { cat /tmp/rbd-nbd.err; return 1; }
       wait_size "$d" || return 1
-      declare_dev rbd_nbd "$d" "$(pidof rbd-nbd)" ;;
+      declare_dev rbd-nbd "$d" "$(pidof rbd-nbd)" ;;
     qemu-nbd)
       mkdir -p /var/lock  # its lock socket, /var/lock/qemu-nbd-nbd2
       qemu-nbd -c /dev/nbd2 --cache=writeback \
         --image-opts "driver=rbd,pool=rbd,image=b-qemu-nbd,conf=$conf" 2>/tmp/qemu-nbd.err ||
         { cat /tmp/qemu-nbd.err; return 1; }
       wait_size /dev/nbd2 || return 1
-      declare_dev qemu_nbd /dev/nbd2 "$(pidof qemu-nbd)" ;;
+      declare_dev qemu-nbd /dev/nbd2 "$(pidof qemu-nbd)" ;;
   esac
 }
 
@@ -63,12 +69,12 @@ for s in $SERVERS; do
   if up $s; then live="$live $s"; else note "FAILED to start $s"; fi
 done
 for s in $live; do
-  v=$(echo $s | tr - _)
-  eval "d=\$dev_$v"
+  dev_pid $s
+  size=$(blockdev --getsize64 $d)
   t0=$(uptime_s)
-  dd if=/dev/zero of=$d bs=1M count=$(( $(blockdev --getsize64 $d) >> 20 )) oflag=direct 2>/dev/null ||
+  dd if=/dev/zero of=$d bs=1M count=$((size >> 20)) oflag=direct 2>/dev/null ||
     note "prefill of $s failed"
-  note "prefill $s $d: $(blockdev --getsize64 $d) bytes in $(since $t0) s"
+  note "prefill $s $d: $size bytes in $(since $t0) s"
 done
 # rotate N WORD...: the words from the Nth on (0-based), then the others.
 rotate () {
@@ -86,8 +92,7 @@ for w in $WORKLOADS; do
     # The servers take turns, starting one further along each round.
     order=$(rotate $(( (r - 1) % nlive )) $live)
     for s in $order; do
-      v=$(echo $s | tr - _)
-      eval "d=\$dev_$v p=\$pid_$v"
+      dev_pid $s
       c0=$(ticks $p); s0=$(head -n 1 /proc/stat)
       # shellcheck disable=SC2046
       fio --name=b --filename=$d --direct=1 --ioengine=libaio $(args $w) \
@@ -100,8 +105,7 @@ for w in $WORKLOADS; do
   done
 done
 for s in $live; do
-  v=$(echo $s | tr - _)
-  eval "p=\$pid_$v"
+  dev_pid $s
   kill -0 $p 2>/dev/null || note "server $s (pid $p) died"
   echo "$s $(grep -E '^(VmRSS|VmLck|Threads)' /proc/$p/status 2>/dev/null | tr -s ' \t' ' ' | tr '\n' ' ')" >> $out/status
 done
